@@ -1,0 +1,51 @@
+"""Write the per-epoch history of a run to ``history.csv``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+from optstudy.atomic import atomic_write_text
+
+COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "elapsed_s")
+
+
+class EpochHistory(pl.Callback):
+    """Append one row per finished training epoch: the lr it started with, its epoch metrics,
+    and seconds since training began. The file is rewritten atomically after each epoch."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict[str, float]] = []
+        self._start = 0.0
+        self._lr = math.nan
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Start the clock."""
+        self._start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Remember the lr this epoch starts with."""
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Record the epoch (validation of this epoch has run by now) and rewrite the file."""
+        if trainer.sanity_checking or getattr(pl_module, "diverged", False):
+            return
+        metrics = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch, "lr": self._lr}
+        for key in COLUMNS[2:-1]:
+            row[key] = float(metrics[key]) if key in metrics else math.nan
+        row["elapsed_s"] = round(time.perf_counter() - self._start, 3)
+        self.rows.append(row)
+        if trainer.is_global_zero:
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+            atomic_write_text(self.path, buf.getvalue())

@@ -1,0 +1,46 @@
+"""Decode a source once and keep the result as a safe-to-load tensor file."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from optstudy.atomic import atomic_write
+from optstudy.data.splits import ImageSplits
+
+log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    """What a data source provides: a name, a content fingerprint, and its decoded splits."""
+
+    name: str
+
+    def fingerprint(self) -> str: ...
+
+    def load(self) -> ImageSplits: ...
+
+
+def cache_file(source: Source, cache_dir: Path) -> Path:
+    """Where the decoded tensors of ``source`` live; the name changes when its raw files do."""
+    key = hashlib.sha256(source.fingerprint().encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"{source.name}-{key}.pt"
+
+
+def prepare(source: Source, cache_dir: Path) -> Path:
+    """Decode ``source`` into ``cache_dir`` unless an up-to-date cache file exists; return it."""
+    path = cache_file(source, cache_dir)
+    if not path.exists():
+        log.info("decoding %s into %s", source.name, path)
+        splits = source.load()
+        atomic_write(path, lambda tmp: torch.save(splits.to_dict(), tmp))
+    return path
+
+
+def load_prepared(path: Path) -> ImageSplits:
+    """Load a cache file written by :func:`prepare` (tensors and strings only)."""
+    return ImageSplits.from_dict(torch.load(path, weights_only=True))

@@ -1,0 +1,126 @@
+"""One LightningDataModule for every data set: whole splits in memory, normalised per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from optstudy.data.batches import TensorBatches
+from optstudy.data.cache import Source, cache_file, load_prepared, prepare
+from optstudy.errors import DataError
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Serve a source's decoded uint8 splits as train / validation / test batches.
+
+    Validation is a seeded ``val_fraction`` of the official training split; the official test
+    split gives the final number. Images stay uint8 until a batch reaches its device, where
+    they are scaled to [0, 1] and normalised with ``mean`` / ``std``.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        cache_dir: str | Path,
+        batch_size: int,
+        eval_batch_size: int,
+        val_fraction: float,
+        split_seed: int,
+        shuffle_seed: int,
+        channels: int,
+        image_size: Sequence[int],
+        num_classes: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.cache_dir = Path(cache_dir)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_fraction, self.split_seed, self.shuffle_seed = (
+            val_fraction,
+            split_seed,
+            shuffle_seed,
+        )
+        self.shape = (channels, *image_size)
+        self.num_classes = num_classes
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.classes: list[str] = []
+        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def prepare_data(self) -> None:
+        """Decode the source into the cache once (Lightning calls this on one process)."""
+        prepare(self.source, self.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the cache, check it against the config and carve the validation split."""
+        if self._splits:
+            return
+        path = cache_file(self.source, self.cache_dir)
+        if not path.exists():
+            path = prepare(self.source, self.cache_dir)
+        data = load_prepared(path)
+        self._check(data.train_images, data.classes)
+        n = len(data.train_labels)
+        n_val = round(n * self.val_fraction)
+        if not 0 < n_val < n:
+            raise DataError(
+                f"val_fraction {self.val_fraction} leaves no train or no validation data"
+            )
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+        val, train = order[:n_val], order[n_val:]
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        self._splits = {
+            "train": (data.train_images[train], data.train_labels[train]),
+            "val": (data.train_images[val], data.train_labels[val]),
+            "test": (data.test_images, data.test_labels),
+        }
+        self._splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self._splits.items()}
+        self.classes = data.classes
+
+    def split_sizes(self) -> dict[str, int]:
+        """Number of examples in each split (after :meth:`setup`)."""
+        return {k: len(y) for k, (_, y) in self._splits.items()}
+
+    def train_dataloader(self) -> TensorBatches:
+        """Shuffled training batches, a fresh seeded order each epoch."""
+        x, y = self._splits["train"]
+        return TensorBatches(
+            x, y, self.batch_size, shuffle=True, seed=self.shuffle_seed, epoch=self._epoch
+        )
+
+    def val_dataloader(self) -> TensorBatches:
+        """Validation batches in a fixed order."""
+        return TensorBatches(*self._splits["val"], self.eval_batch_size)
+
+    def test_dataloader(self) -> TensorBatches:
+        """Official test split batches in a fixed order."""
+        return TensorBatches(*self._splits["test"], self.eval_batch_size)
+
+    def on_after_batch_transfer(
+        self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int
+    ):
+        """Scale uint8 images to [0, 1] and normalise them, on the batch's device."""
+        images, labels = batch
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        return (images.float().div_(255).sub_(mean).div_(std)), labels
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer else 0
+
+    def _check(self, images: torch.Tensor, classes: list[str]) -> None:
+        shape = tuple(images.shape[1:])
+        if shape != self.shape:
+            raise DataError(
+                f"{self.source.name}: images are {shape} (C, H, W) but the data config says "
+                f"{self.shape}; fix data.channels / data.image_size"
+            )
+        if len(classes) != self.num_classes:
+            raise DataError(
+                f"{self.source.name}: {len(classes)} classes found but data.num_classes is "
+                f"{self.num_classes}"
+            )

@@ -1,0 +1,33 @@
+"""The in-memory form every data source decodes to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ImageSplits:
+    """Decoded images (uint8, N×C×H×W) and int64 labels of a data set's official splits."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: list[str]
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the splits as a plain dict that `torch.load(weights_only=True)` accepts."""
+        return {
+            "train_images": self.train_images,
+            "train_labels": self.train_labels,
+            "test_images": self.test_images,
+            "test_labels": self.test_labels,
+            "classes": list(self.classes),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> ImageSplits:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**d)  # type: ignore[arg-type]

@@ -1,0 +1,23 @@
+"""Shape helpers so models adapt to any input size instead of hard-coding one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from optstudy.errors import ConfigError
+
+
+def feature_size(features: nn.Module, in_channels: int, image_size: Sequence[int]) -> int:
+    """Number of values ``features`` produces per example for a C×H×W input."""
+    with torch.no_grad():
+        try:
+            out = features(torch.zeros(1, in_channels, *image_size))
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"{type(features).__name__} cannot take {in_channels}×"
+                f"{'×'.join(map(str, image_size))} inputs: {str(exc).splitlines()[0]}"
+            ) from exc
+    return out[0].numel()

@@ -1,0 +1,104 @@
+"""Image classification as a LightningModule: cross-entropy, torchmetrics, config optimizers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import Optimizer
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from optstudy.optim import build_optimizer, build_scheduler
+
+STAGES = ("train", "val", "test")
+
+
+class ImageClassifier(pl.LightningModule):
+    """Train ``net`` with cross-entropy; log loss and accuracy per stage.
+
+    ``optimizer`` is a factory taking parameter groups (a Hydra ``_partial_``); ``scheduler``
+    a scheduler config for :func:`optstudy.optim.build_scheduler`. A non-finite loss, or one
+    above ``divergence_factor`` × the first loss, stops the run and marks it diverged.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Mapping[str, Any],
+        num_classes: int,
+        decay_norm_and_bias: bool = True,
+        divergence_factor: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_cfg = scheduler
+        self.decay_norm_and_bias = decay_norm_and_bias
+        self.divergence_factor = divergence_factor
+        # Keyed "<stage>_acc" / "<stage>_loss", the names they are logged under.
+        self.metrics = nn.ModuleDict()
+        for stage in STAGES:
+            self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes, average="micro")
+            self.metrics[f"{stage}_loss"] = MeanMetric()
+        self.initial_loss: float | None = None
+        self.diverged = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits."""
+        return self.net(x)
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self.net(images)
+        loss = F.cross_entropy(logits, labels)
+        acc, mean_loss = self.metrics[f"{stage}_acc"], self.metrics[f"{stage}_loss"]
+        acc.update(logits.detach(), labels)
+        mean_loss.update(loss.detach(), weight=len(labels))
+        self.log(f"{stage}_loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        """One optimisation step; returns None (skipping the update) once the loss diverges."""
+        loss = self._shared_step(batch, "train")
+        value = loss.item()
+        if self.initial_loss is None:
+            self.initial_loss = value
+        limit = (
+            math.inf
+            if self.divergence_factor is None
+            else self.divergence_factor * self.initial_loss
+        )
+        if not math.isfinite(value) or value > limit:
+            self.diverged = True
+            self.trainer.should_stop = True
+            return None
+        self.log("train_loss_step", loss, on_step=True, on_epoch=False, logger=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate validation loss and accuracy."""
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate test loss and accuracy."""
+        self._shared_step(batch, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Bind the configured optimizer and scheduler to this model's parameters."""
+        optimizer = build_optimizer(self.optimizer_factory, self.net, self.decay_norm_and_bias)
+        steps = {
+            "step": int(self.trainer.estimated_stepping_batches),
+            "epoch": self.trainer.max_epochs,
+        }
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": build_scheduler(self.scheduler_cfg, optimizer, steps),
+        }

@@ -1,0 +1,69 @@
+"""Check a composed run config before anything is decoded or trained."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from optstudy.errors import ConfigError
+from optstudy.optim import build_scheduler
+
+Rule = tuple[Callable[[Any], bool], str]
+
+# Ranges of optimizer hyper-parameters, by argument name, whichever optimizer uses them.
+OPTIMIZER_RULES: dict[str, Rule] = {
+    "lr": (lambda v: v > 0, "> 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two values in [0, 1)"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "eps": (lambda v: v >= 0, ">= 0"),
+    "alpha": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "rho": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+}
+
+# Ranges of other run settings, by their full config key.
+RUN_RULES: dict[str, Rule] = {
+    "data.batch_size": (lambda v: v >= 1, ">= 1"),
+    "data.eval_batch_size": (lambda v: v >= 1, ">= 1"),
+    "data.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "trainer.max_epochs": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def _check(key: str, value: Any, rule: Rule) -> None:
+    ok, allowed = rule
+    try:
+        valid = value is not None and ok(value)
+    except TypeError:
+        valid = False
+    if not valid:
+        raise ConfigError(f"{key}={value} is invalid: must be {allowed}")
+
+
+def _first_line(exc: Exception) -> str:
+    cause = exc.__cause__ or exc
+    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` naming the first invalid value of a run config."""
+    for key, rule in RUN_RULES.items():
+        section, name = key.split(".")
+        _check(key, cfg[section].get(name), rule)
+    for name, rule in OPTIMIZER_RULES.items():
+        if name in cfg.optimizer:
+            _check(f"optimizer.{name}", cfg.optimizer[name], rule)
+    # Dry-build the optimizer and scheduler on a dummy parameter: catches unknown arguments
+    # and the libraries' own checks before any data is touched.
+    try:
+        optimizer = instantiate(cfg.optimizer)([torch.zeros(1, requires_grad=True)])
+    except Exception as exc:
+        raise ConfigError(f"optimizer: {_first_line(exc)}") from exc
+    try:
+        build_scheduler(cfg.scheduler, optimizer, {"step": 100, "epoch": cfg.trainer.max_epochs})
+    except Exception as exc:
+        raise ConfigError(f"scheduler: {_first_line(exc)}") from exc

@@ -15,16 +15,20 @@ def main(cfg: DictConfig) -> None:
     """Run one job of a run or sweep; expected errors end it with one line and exit code 2."""
     from hydra.core.hydra_config import HydraConfig
 
-    from optstudy.errors import OptstudyError
-    from optstudy.run import train
+    from optstudy.errors import find_user_error
+    from optstudy.validation import validate
 
     hydra_cfg = HydraConfig.get()
     try:
+        validate(cfg)  # before the heavy training imports, so bad input fails fast
+        from optstudy.run import train
+
         train(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.runtime.choices)
-    except OptstudyError as exc:
-        if os.environ.get("OPTSTUDY_DEBUG"):
+    except Exception as exc:
+        error = find_user_error(exc)
+        if error is None or os.environ.get("OPTSTUDY_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 
 

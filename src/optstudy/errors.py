@@ -11,3 +11,15 @@ class ConfigError(OptstudyError):
 
 class DataError(OptstudyError):
     """A data set is missing, unreadable or does not match what its config declares."""
+
+
+def find_user_error(exc: BaseException) -> OptstudyError | None:
+    """The expected error behind ``exc`` (libraries such as Hydra wrap it), if there is one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OptstudyError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

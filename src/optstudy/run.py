@@ -15,9 +15,8 @@ from omegaconf import DictConfig
 
 from optstudy.atomic import atomic_write_json
 from optstudy.data import build_datamodule
-from optstudy.errors import ConfigError
 from optstudy.module import ImageClassifier
-from optstudy.validation import validate
+from optstudy.rundir import check_writable
 
 log = logging.getLogger(__name__)
 
@@ -25,27 +24,15 @@ log = logging.getLogger(__name__)
 CHOICE_GROUPS = ("optimizer", "scheduler", "model", "data")
 
 
-def _writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write the run directory {out_dir}: {exc.strerror or exc}"
-        ) from exc
-
-
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in (group or {}).values() if c is not None]
 
 
 def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[str, Any]:
-    """Validate ``cfg``, train, test, and write ``metrics.json`` into ``out_dir``; return it."""
-    validate(cfg)
+    """Train and test a validated config (see :func:`optstudy.validation.validate`) and write
+    ``metrics.json`` into ``out_dir``; return its content."""
     out_dir = Path(out_dir)
-    _writable(out_dir)
+    check_writable(out_dir)
     (out_dir / "metrics.json").unlink(missing_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from optstudy.errors import ConfigError
-from optstudy.optim import build_scheduler
+from optstudy.optim.build import SCHEDULE_KEYS, build_scheduler
 
 Rule = tuple[Callable[[Any], bool], str]
 
@@ -44,6 +45,16 @@ def _check(key: str, value: Any, rule: Rule) -> None:
         raise ConfigError(f"{key}={value} is invalid: must be {allowed}")
 
 
+def _check_numbers(section: str, cfg: Any, factory: Any) -> None:
+    """Values whose library default is a number must be numbers too."""
+    params = inspect.signature(factory.func).parameters
+    for key, value in cfg.items():
+        default = params[key].default if key in params else None
+        numeric = isinstance(default, int | float) and not isinstance(default, bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ConfigError(f"{section}.{key}={value} is invalid: must be a number")
+
+
 def _first_line(exc: Exception) -> str:
     cause = exc.__cause__ or exc
     return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
@@ -57,13 +68,23 @@ def validate(cfg: DictConfig) -> None:
     for name, rule in OPTIMIZER_RULES.items():
         if name in cfg.optimizer:
             _check(f"optimizer.{name}", cfg.optimizer[name], rule)
-    # Dry-build the optimizer and scheduler on a dummy parameter: catches unknown arguments
-    # and the libraries' own checks before any data is touched.
+    # Dry-build and step the optimizer and scheduler on a dummy parameter: catches unknown
+    # arguments, wrong types and the libraries' own checks before any data is touched.
     try:
-        optimizer = instantiate(cfg.optimizer)([torch.zeros(1, requires_grad=True)])
+        factory = instantiate(cfg.optimizer)
+        _check_numbers("optimizer", cfg.optimizer, factory)
+        optimizer = factory([torch.zeros(1, requires_grad=True)])
+    except ConfigError:
+        raise
     except Exception as exc:
         raise ConfigError(f"optimizer: {_first_line(exc)}") from exc
+    schedule_args = {k: v for k, v in cfg.scheduler.items() if k not in SCHEDULE_KEYS}
+    _check_numbers("scheduler", schedule_args, instantiate(schedule_args))
     try:
-        build_scheduler(cfg.scheduler, optimizer, {"step": 100, "epoch": cfg.trainer.max_epochs})
+        scheduler = build_scheduler(
+            cfg.scheduler, optimizer, {"step": 100, "epoch": cfg.trainer.max_epochs}
+        )
+        optimizer.step()
+        scheduler["scheduler"].step(*([1.0] if "monitor" in scheduler else []))
     except Exception as exc:
         raise ConfigError(f"scheduler: {_first_line(exc)}") from exc

@@ -17,7 +17,7 @@ def feature_size(features: nn.Module, in_channels: int, image_size: Sequence[int
             out = features(torch.zeros(1, in_channels, *image_size))
         except RuntimeError as exc:
             raise ConfigError(
-                f"{type(features).__name__} cannot take {in_channels}×"
-                f"{'×'.join(map(str, image_size))} inputs: {str(exc).splitlines()[0]}"
+                f"the model cannot take {in_channels}×{'×'.join(map(str, image_size))} inputs "
+                f"({str(exc).splitlines()[0]}): pick another model or a larger data.image_size"
             ) from exc
     return out[0].numel()

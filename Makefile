@@ -1,0 +1,35 @@
+# Two commands on a fresh Debian/Ubuntu machine:
+#   make run    install everything, then train the default job (LeNet-5 + Adam on Fashion-MNIST)
+#   make test   install everything, then run lint and the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel; users with a GPU set TORCH="torch==<version>" with their CUDA build's index.
+TORCH ?= torch==2.13.0
+
+.PHONY: run test data setup
+
+run: setup data
+	$(PY) train.py $(ARGS)
+
+test: setup data
+	$(PY) -m ruff check .
+	$(PY) -m pytest $(ARGS)
+
+# Fashion-MNIST from the Debian/Ubuntu package, when apt is there (needs root or sudo).
+data:
+	@if [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  ($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist) \
+	  || echo "note: could not install dataset-fashion-mnist; train.py will try a verified download"; \
+	else echo "note: no apt-get; put Fashion-MNIST in data/fashion_mnist/ or let train.py download it"; fi
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@

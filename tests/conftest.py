@@ -1,0 +1,79 @@
+"""Shared fixtures: config composition, run helpers and small data sets in real formats."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from formats import write_mnist_folder
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+
+
+def compose_run(overrides: list[str], out_dir: Path | None = None) -> tuple[DictConfig, dict]:
+    """Compose conf/train.yaml like train.py does; return the config and the group choices."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.paths.output_dir = str(out_dir or "unused-output-dir")
+    return cfg, choices
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One decoded-data cache shared by the whole test session."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir() -> Path:
+    """The real Fashion-MNIST files of the Debian package (required in CI)."""
+    if not (FASHION_MNIST_SYSTEM / "train-images-idx3-ubyte.gz").exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide Fashion-MNIST: apt-get install dataset-fashion-mnist")
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    return FASHION_MNIST_SYSTEM
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small MNIST-format folder (IDX .gz) whose images encode their labels."""
+    return write_mnist_folder(tmp_path_factory.mktemp("tiny_mnist"))
+
+
+def run_train(
+    args: list[str], run_dir: Path, cache: Path, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python train.py`` as a user would, with its run directory and cache in tmp."""
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *args,
+        f"hydra.run.dir={run_dir}",
+        f"paths.cache_dir={cache}",
+        "callbacks.progress_bar=null",
+        "trainer.enable_progress_bar=false",
+    ]
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """The metrics.json of a run directory."""
+    return json.loads((run_dir / "metrics.json").read_text())

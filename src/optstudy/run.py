@@ -17,6 +17,7 @@ from optstudy.atomic import atomic_write_json
 from optstudy.data import build_datamodule
 from optstudy.module import ImageClassifier
 from optstudy.rundir import check_writable
+from optstudy.tracking import log_config
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=_instantiate_all(cfg.callbacks), logger=_instantiate_all(cfg.logger)
     )
+    log_config(trainer.loggers, cfg)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     train_time = time.perf_counter() - start

@@ -1,0 +1,28 @@
+"""Close a job's W&B run, so that every job of a sweep gets its own run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+class FinishWandbRun(Callback):
+    """Hydra callback: after each job (completed or failed) with a W&B run, put the job's
+    ``metrics.json`` into the run's summary and finish the run. Without it, the next job of a
+    sweep would log into this job's run. A job without ``metrics.json`` did not finish and its
+    run is marked failed (exit code 1)."""
+
+    def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """After a job."""
+        wandb = sys.modules.get("wandb")  # imported only by jobs with logger=wandb
+        if wandb is None or wandb.run is None:
+            return
+        metrics_path = Path(config.hydra.runtime.output_dir) / "metrics.json"
+        if metrics_path.is_file():
+            wandb.run.summary.update(json.loads(metrics_path.read_text()))
+        wandb.run.finish(exit_code=0 if metrics_path.is_file() else 1)

@@ -11,11 +11,15 @@ os.environ.setdefault("OPTSTUDY_ROOT", str(Path(__file__).resolve().parent))
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> None:
-    """Run one job of a run or sweep; expected errors end it with one line and exit code 2."""
+def main(cfg: DictConfig) -> float | None:
+    """Run one job of a run or sweep; expected errors end it with one line and exit code 2.
+    In a sweep a failed job is reported and the sweep goes on; each job returns the value a
+    sweeper (Optuna) maximises, see :func:`optstudy.sweep.objective`."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from optstudy.errors import find_user_error
+    from optstudy.sweep import objective, report_failed_job
     from optstudy.validation import validate
 
     hydra_cfg = HydraConfig.get()
@@ -23,13 +27,17 @@ def main(cfg: DictConfig) -> None:
         validate(cfg)  # before the heavy training imports, so bad input fails fast
         from optstudy.run import train
 
-        train(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.runtime.choices)
+        metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.runtime.choices)
     except Exception as exc:
+        if hydra_cfg.mode == RunMode.MULTIRUN and not os.environ.get("OPTSTUDY_DEBUG"):
+            report_failed_job(exc, Path(hydra_cfg.runtime.output_dir))
+            return None
         error = find_user_error(exc)
         if error is None or os.environ.get("OPTSTUDY_DEBUG"):
             raise
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    return objective(metrics)
 
 
 if __name__ == "__main__":

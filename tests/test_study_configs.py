@@ -1,0 +1,161 @@
+"""Every experiment and study config composes, validates and runs a few steps; Optuna and the
+joblib launcher drive real sweeps."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import CONF, ROOT, compose_run, read_metrics, run_train
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from optstudy.validation import validate
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+STUDIES = sorted(p.stem for p in (CONF / "study").glob("*.yaml") if p.stem != "base")
+# Few steps of every run: the shape of the config is tested, not its result.
+FEW_STEPS = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
+
+
+def study_sweep(study: str) -> tuple[str, dict[str, list[str]]]:
+    """The sweep dir of ``study`` and the values of each key its ``hydra.sweeper.params`` sweeps,
+    parsed by Hydra's override parser as the basic sweeper does."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"study={study}"], return_hydra_config=True)
+    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+    parsed = OverridesParser.create().parse_overrides(params)
+    return cfg.hydra.sweep.dir, {p.key_or_group: list(p.sweep_string_iterator()) for p in parsed}
+
+
+def one_job_per_value(sweep: dict[str, list[str]]) -> list[list[str]]:
+    """Jobs that together use every swept value once (the first value of the other keys)."""
+    first = {key: values[0] for key, values in sweep.items()}
+    jobs = {
+        tuple(f"{k}={value if k == key else first[k]}" for k in sweep)
+        for key, values in sweep.items()
+        for value in values
+    }
+    return [list(job) for job in sorted(jobs)]
+
+
+def test_the_five_reference_experiments_and_their_studies_exist():
+    assert [e[:3] for e in EXPERIMENTS] == ["e1_", "e2_", "e3_", "e4_", "e5_"]
+    assert "e2_cifar10_lenet_adaptive" in EXPERIMENTS
+    assert {"default", "smoke", "e1", "e2", "e3", "e4", "e5"} <= set(STUDIES)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_validates(experiment):
+    cfg, _ = compose_run([f"experiment={experiment}"])
+    validate(cfg)
+    comment = (CONF / "experiment" / f"{experiment}.yaml").read_text()
+    assert f"E{experiment[1]} of SEEDS.md" in comment and "Differs" in comment
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_swept_value_of_a_study_composes_and_validates(study):
+    sweep_dir, sweep = study_sweep(study)
+    assert sweep_dir == f"results/{study}"
+    assert len(sweep["seed"]) >= 2 and len(sweep) >= 2
+    for job in one_job_per_value(sweep):
+        cfg, _ = compose_run([f"study={study}", *job])
+        validate(cfg)
+
+
+def test_e4_study_sweeps_the_adagrad_grid_under_the_protocol():
+    _, sweep = study_sweep("e4")
+    assert sweep["optimizer.lr"] == ["0.01", "0.001", "0.0001"]
+    cfg, choices = compose_run(["study=e4", "optimizer.lr=0.001"])
+    assert (choices["optimizer"], choices["scheduler"], choices["callbacks"]) == (
+        "adagrad", "plateau", "early_stopping"
+    )  # fmt: skip
+    assert cfg.trainer.gradient_clip_val == 1.0 and cfg.callbacks.early_stopping.patience == 3
+    assert cfg.optimizer.weight_decay > 0
+
+
+def test_e3_variants_are_the_three_runs_of_the_write_up():
+    runs = {}
+    for variant in ("e3_sgd_fixed", "e3_sgd_exp_decay", "e3_adam"):
+        cfg, choices = compose_run(["experiment=e3_mnist_lr_strategies", f"variant={variant}"])
+        runs[variant] = (choices["optimizer"], cfg.optimizer.lr, choices["scheduler"])
+        assert (choices["data"], choices["model"], cfg.trainer.max_epochs) == ("mnist", "mlp", 10)
+    assert runs == {
+        "e3_sgd_fixed": ("sgd", 0.01, "constant"),
+        "e3_sgd_exp_decay": ("sgd", 0.1, "exp_formula"),
+        "e3_adam": ("adam", 0.001, "constant"),
+    }
+
+
+def test_cfg_job_prints_an_experiment():
+    cmd = [sys.executable, str(ROOT / "train.py"), "--cfg", "job", "experiment=e4_adagrad_tuning"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["optimizer"]["_target_"] == "torch.optim.Adagrad" and cfg["data"]["batch_size"] == 32
+
+
+def test_studies_run_a_few_steps(tmp_path, cache_dir, tiny_mnist_dir, fashion_mnist_dir):
+    """One job of each study (its per-run settings, default optimizer and seed) in one sweep;
+    E3's MNIST is a small real-format copy."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mnist").symlink_to(tiny_mnist_dir)
+    studies = [s for s in STUDIES if s not in ("e1", "e2")]
+    args = ["-m", f"study={','.join(studies)}", *FEW_STEPS, f"paths.data_dir={tmp_path}/data"]
+    result = run_train([*args, f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path / "r", cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    assert [read_metrics(j.parent)["status"] for j in jobs] == ["completed"] * len(studies)
+
+
+def test_e1_study_runs_a_few_steps(tmp_path, cache_dir, stars_dir):
+    """E1 on a small 17-class image folder, at 32×32 and without pre-trained weights."""
+    args = ["study=e1", "variant=e1_adam_staircase", f"data.root={stars_dir}", *FEW_STEPS]
+    args += ["data.image_size=[32,32]", "model.weights=null"]
+    result = run_train(args, tmp_path / "run", cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read_metrics(tmp_path / "run")
+    assert (metrics["status"], metrics["data"], metrics["model"]) == (
+        "completed", "hollywood_stars", "vgg16_transfer"
+    )  # fmt: skip
+
+
+def test_e2_study_runs_a_few_steps(tmp_path, cache_dir, cifar_tarball):
+    """E2 on a small real-format CIFAR-10 tarball."""
+    md5 = hashlib.md5(cifar_tarball.read_bytes()).hexdigest()
+    args = ["study=e2", "optimizer=adagrad", f"data.root={cifar_tarball}", f"data.md5={md5}"]
+    result = run_train([*args, *FEW_STEPS], tmp_path / "run", cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read_metrics(tmp_path / "run")
+    assert (metrics["status"], metrics["data"], metrics["lr"]) == ("completed", "cifar10", 0.001)
+
+
+def test_optuna_searches_the_lr_and_maximises_best_val_acc(tmp_path, cache_dir):
+    args = ["-m", "hparams_search=lr_optuna", "data=digits", "model=mlp", "optimizer=sgd"]
+    args += ["hydra.sweeper.n_trials=3", *FEW_STEPS, f"hydra.sweep.dir={tmp_path}/sweep"]
+    result = run_train(args, tmp_path / "r", cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = [read_metrics(p.parent) for p in (tmp_path / "sweep").glob("*/metrics.json")]
+    assert len(trials) == 3 and len({t["lr"] for t in trials}) == 3
+    assert all(1e-5 <= t["lr"] <= 1.0 for t in trials)
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(t["best_val_acc"] for t in trials))
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_two_jobs_at_once_with_one_thread_each(tmp_path, cache_dir):
+    args = ["-m", "hydra/launcher=parallel", "data=digits", "model=mlp", "optimizer=sgd,adam"]
+    args += [*FEW_STEPS, f"hydra.sweep.dir={tmp_path}/sweep"]
+    result = run_train(args, tmp_path / "r", cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in result.stderr + result.stdout
+    jobs = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/metrics.json")]
+    assert sorted(j["optimizer"] for j in jobs) == ["adam", "sgd"]
+    assert {j["torch_threads"] for j in jobs} == {1}

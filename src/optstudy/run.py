@@ -22,7 +22,7 @@ from optstudy.tracking import log_config
 log = logging.getLogger(__name__)
 
 # Config groups whose chosen option names go into metrics.json.
-CHOICE_GROUPS = ("optimizer", "scheduler", "model", "data")
+CHOICE_GROUPS = ("optimizer", "scheduler", "model", "data", "augment")
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -37,7 +37,8 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
     (out_dir / "metrics.json").unlink(missing_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = build_datamodule(cfg.data, cfg.seed)
+    datamodule = build_datamodule(cfg.data, cfg.seed, cfg.get("augment"))
+    datamodule.prepare_data()  # find, verify and decode the data before anything else runs
     module = ImageClassifier(
         net=instantiate(cfg.model),
         optimizer=instantiate(cfg.optimizer),
@@ -53,8 +54,12 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     train_time = time.perf_counter() - start
+    atomic_write_json(out_dir / "classes.json", datamodule.classes)
+    has_test = datamodule.split_sizes()["test"] > 0  # an image folder may have no test split
     test = (
-        trainer.test(module, datamodule=datamodule, verbose=False)[0] if not module.diverged else {}
+        trainer.test(module, datamodule=datamodule, verbose=False)[0]
+        if has_test and not module.diverged
+        else {}
     )
 
     history = next(cb.rows for cb in trainer.callbacks if hasattr(cb, "rows"))

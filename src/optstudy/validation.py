@@ -31,6 +31,10 @@ RUN_RULES: dict[str, Rule] = {
     "data.batch_size": (lambda v: v >= 1, ">= 1"),
     "data.eval_batch_size": (lambda v: v >= 1, ">= 1"),
     "data.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "data.num_classes": (
+        lambda v: isinstance(v, int) and v >= 2,
+        "an integer >= 2 (for an image folder: its number of class sub-folders)",
+    ),
     "trainer.max_epochs": (lambda v: v >= 1, ">= 1"),
 }
 

@@ -9,8 +9,9 @@ from hydra.utils import instantiate
 from optstudy.data.datamodule import TensorDataModule
 
 
-def build_datamodule(data_cfg: Any, seed: int) -> TensorDataModule:
-    """Build the datamodule of a composed ``data`` config; ``seed`` orders the batches."""
+def build_datamodule(data_cfg: Any, seed: int, augment_cfg: Any = None) -> TensorDataModule:
+    """Build the datamodule of a composed ``data`` config; ``seed`` orders the batches and
+    ``augment_cfg`` (an ``augment`` config, or None for none) augments the training batches."""
     return TensorDataModule(
         source=instantiate(data_cfg.source),
         cache_dir=data_cfg.cache_dir,
@@ -24,4 +25,5 @@ def build_datamodule(data_cfg: Any, seed: int) -> TensorDataModule:
         num_classes=data_cfg.num_classes,
         mean=data_cfg.mean,
         std=data_cfg.std,
+        augment=instantiate(augment_cfg) if augment_cfg is not None else None,
     )

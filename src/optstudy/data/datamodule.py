@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -10,6 +10,7 @@ import torch
 
 from optstudy.data.batches import TensorBatches
 from optstudy.data.cache import Source, cache_file, load_prepared, prepare
+from optstudy.data.splits import seeded_split
 from optstudy.errors import DataError
 
 
@@ -18,7 +19,9 @@ class TensorDataModule(pl.LightningDataModule):
 
     Validation is a seeded ``val_fraction`` of the official training split; the official test
     split gives the final number. Images stay uint8 until a batch reaches its device, where
-    they are scaled to [0, 1] and normalised with ``mean`` / ``std``.
+    they are scaled to [0, 1] and normalised with ``mean`` / ``std``; training batches then go
+    through ``augment`` (a batch → batch callable), if given. A source without a test split
+    (an image folder) gives an empty one.
     """
 
     def __init__(
@@ -35,6 +38,7 @@ class TensorDataModule(pl.LightningDataModule):
         num_classes: int,
         mean: Sequence[float],
         std: Sequence[float],
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.source = source
@@ -49,6 +53,7 @@ class TensorDataModule(pl.LightningDataModule):
         self.num_classes = num_classes
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.augment = augment
         self.classes: list[str] = []
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -65,14 +70,11 @@ class TensorDataModule(pl.LightningDataModule):
             path = prepare(self.source, self.cache_dir)
         data = load_prepared(path)
         self._check(data.train_images, data.classes)
-        n = len(data.train_labels)
-        n_val = round(n * self.val_fraction)
-        if not 0 < n_val < n:
+        train, val = seeded_split(len(data.train_labels), self.val_fraction, self.split_seed)
+        if not (len(train) and len(val)):
             raise DataError(
                 f"val_fraction {self.val_fraction} leaves no train or no validation data"
             )
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
-        val, train = order[:n_val], order[n_val:]
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         self._splits = {
             "train": (data.train_images[train], data.train_labels[train]),
@@ -104,10 +106,14 @@ class TensorDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(
         self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int
     ):
-        """Scale uint8 images to [0, 1] and normalise them, on the batch's device."""
+        """Scale uint8 images to [0, 1] and normalise them, on the batch's device; augment
+        training batches."""
         images, labels = batch
         mean, std = self.mean.to(images.device), self.std.to(images.device)
-        return (images.float().div_(255).sub_(mean).div_(std)), labels
+        images = images.float().div_(255).sub_(mean).div_(std)
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
+            images = self.augment(images)
+        return images, labels
 
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer else 0
@@ -122,5 +128,5 @@ class TensorDataModule(pl.LightningDataModule):
         if len(classes) != self.num_classes:
             raise DataError(
                 f"{self.source.name}: {len(classes)} classes found but data.num_classes is "
-                f"{self.num_classes}"
+                f"{self.num_classes}; set data.num_classes={len(classes)}"
             )

@@ -16,10 +16,11 @@ def file_digest(path: Path, algorithm: str = "md5") -> str:
     return h.hexdigest()
 
 
-def files_fingerprint(paths: Iterable[Path]) -> str:
-    """One sha256 over the names and contents of several files, in the order given."""
+def files_fingerprint(paths: Iterable[Path], root: Path | None = None) -> str:
+    """One sha256 over the names (paths relative to ``root`` when given) and contents of
+    several files, in the order given."""
     h = hashlib.sha256()
     for path in paths:
-        h.update(Path(path).name.encode())
+        h.update((Path(path).relative_to(root).as_posix() if root else Path(path).name).encode())
         h.update(file_digest(path, "sha256").encode())
     return h.hexdigest()

@@ -31,3 +31,11 @@ class ImageSplits:
     def from_dict(cls, d: dict[str, object]) -> ImageSplits:
         """Inverse of :meth:`to_dict`."""
         return cls(**d)  # type: ignore[arg-type]
+
+
+def seeded_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split ``range(n)`` into (rest, held_out) indices, ``held_out`` being ``round(n ·
+    fraction)`` of them drawn by ``seed``; the same on every machine for a given torch."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_held = round(n * fraction)
+    return order[n_held:], order[:n_held]

@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The CPU wheel; users with a GPU set TORCH="torch==<version>" with their CUDA build's index.
 TORCH ?= torch==2.13.0
 
-.PHONY: run test data setup
+.PHONY: run test data setup study study-smoke
 
 run: setup data
 	$(PY) train.py $(ARGS)
@@ -15,6 +15,19 @@ run: setup data
 test: setup data
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(ARGS)
+
+# A named study (conf/study/<name>.yaml) from scratch, then its report:
+#   make study                 the default study: results/default/ and reports/default/report.html
+#   make study STUDY=e4        any other study; ARGS go to train.py, e.g. ARGS="hydra/launcher=parallel"
+#   make study-smoke           the quick smoke study (under two minutes, offline)
+STUDY ?= default
+study: setup data
+	rm -rf results/$(STUDY)
+	$(PY) train.py -m study=$(STUDY) $(ARGS)
+	$(PY) -m optstudy.report results/$(STUDY) --out reports/$(STUDY)
+
+study-smoke:
+	$(MAKE) study STUDY=smoke
 
 # Fashion-MNIST from the Debian/Ubuntu package, when apt is there (needs root or sudo).
 data:

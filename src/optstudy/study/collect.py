@@ -1,0 +1,179 @@
+"""Find run directories and load their configs, metrics and histories into pandas.
+
+A run directory is any folder holding ``.hydra/config.yaml``; it is finished when it also holds
+``metrics.json``. Unfinished ones are kept as ``status == "incomplete"``: listed, never averaged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from optstudy.errors import OptstudyError
+
+# Config keys that say where things are or how progress is shown, not what is trained.
+NOT_HYPERPARAMETERS = (
+    "seed",
+    "paths",
+    "logger",
+    "callbacks.progress_bar",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.default_root_dir",
+    "data.cache_dir",
+    "data.eval_batch_size",
+    "data.source.search_dirs",
+    "data.source.download_dir",
+    "data.source.download",
+)
+# Hydra config groups whose choice is no setting of its own (its settings are in the config).
+NOT_CHOICES = ("hydra", "paths", "logger", "study", "hparams_search", "experiment", "variant")
+# Choices every run row names in a column of its own (from hydra.yaml, else metrics.json).
+MAIN_CHOICES = ("data", "model", "optimizer", "scheduler")
+# Columns every run row has, from metrics.json (NaN for incomplete runs).
+METRIC_COLUMNS = (
+    "best_val_acc",
+    "final_val_acc",
+    "test_acc",
+    "final_val_loss",
+    "final_train_loss",
+    "test_loss",
+    "epochs",
+    "steps",
+    "train_time_s",
+)
+# The columns of history.csv (written by optstudy.callbacks.EpochHistory).
+HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "elapsed_s")
+CONFIG_PREFIX = "cfg."
+CHOICE_PREFIX = "choice."
+
+
+class StudyError(OptstudyError):
+    """The given paths hold no usable run directory."""
+
+
+@dataclass(frozen=True)
+class Study:
+    """All runs found under some paths.
+
+    ``runs``: one row per run directory: ``run`` (its path), ``status`` (completed, diverged or
+    incomplete), ``seed``, ``lr``, :data:`METRIC_COLUMNS`, :data:`MAIN_CHOICES`, the other
+    config-group choices as ``choice.<group>`` and every hyper-parameter as ``cfg.<dotted key>``.
+    ``histories``: history.csv of every run, long, with its ``run``.
+    """
+
+    runs: pd.DataFrame
+    histories: pd.DataFrame
+
+
+def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
+    """Run directories at or below ``paths`` (sorted); :class:`StudyError` when a path is
+    missing or none is found."""
+    found: set[Path] = set()
+    for path in map(Path, paths):
+        if not path.exists():
+            raise StudyError(f"{path} does not exist")
+        candidates = [path / ".hydra" / "config.yaml", *path.rglob(".hydra/config.yaml")]
+        found.update(c.parent.parent for c in candidates if c.is_file())
+    if not found:
+        raise StudyError(
+            "no run directory (a folder with .hydra/config.yaml) under "
+            + ", ".join(map(str, paths))
+        )
+    return sorted(found)
+
+
+def _is_hyperparameter(key: str) -> bool:
+    return not any(key == k or key.startswith(k + ".") for k in NOT_HYPERPARAMETERS)
+
+
+def _flat_config(config: DictConfig) -> dict[str, Any]:
+    """The hyper-parameters of a config as ``{"cfg.<dotted key>": value}``; lists as JSON text."""
+    flat = pd.json_normalize(OmegaConf.to_container(config), sep=".").iloc[0].to_dict()
+    return {
+        CONFIG_PREFIX + key: json.dumps(value) if isinstance(value, list | dict) else value
+        for key, value in flat.items()
+        if _is_hyperparameter(key)
+    }
+
+
+def _choices(run_dir: Path) -> dict[str, str]:
+    """The config-group choices Hydra recorded for the run (empty without hydra.yaml)."""
+    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
+    if not hydra_yaml.is_file():
+        return {}
+    choices = OmegaConf.load(hydra_yaml).hydra.runtime.choices
+    return {
+        group: option
+        for group, option in choices.items()
+        if group.split("/")[0] not in NOT_CHOICES and option is not None
+    }
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """One row of :attr:`Study.runs` for ``run_dir``."""
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    metrics_file = run_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    row: dict[str, Any] = {
+        "run": str(run_dir),
+        "status": metrics.get("status", "incomplete"),
+        "seed": config.get("seed"),
+        "lr": OmegaConf.select(config, "optimizer.lr"),
+    }
+    row.update({key: metrics.get(key) for key in METRIC_COLUMNS})
+    choices = _choices(run_dir)
+    row.update({group: choices.get(group, metrics.get(group)) for group in MAIN_CHOICES})
+    row.update({CHOICE_PREFIX + g: v for g, v in choices.items() if g not in MAIN_CHOICES})
+    row.update(_flat_config(config))
+    return row
+
+
+def load_history(run_dir: Path) -> pd.DataFrame:
+    """history.csv of a run (empty when it has none yet), with a ``run`` column."""
+    path = run_dir / "history.csv"
+    history = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=HISTORY_COLUMNS)
+    return history.assign(run=str(run_dir))
+
+
+def load_lr_steps(run_dir: Path) -> pd.DataFrame:
+    """The lr by optimizer step (columns ``step``, ``lr``, sorted): each epoch's starting lr
+    from history.csv at the epoch's first step, plus the ``lr-*`` column that Lightning's
+    ``csv/metrics.csv`` holds every ``log_every_n_steps``."""
+    run_dir = Path(run_dir)
+    parts = []
+    history, metrics_file = load_history(run_dir), run_dir / "metrics.json"
+    if not history.empty and metrics_file.is_file():
+        metrics = json.loads(metrics_file.read_text())
+        steps_per_epoch = metrics["steps"] / max(metrics["epochs"], 1)
+        parts.append(
+            pd.DataFrame({"step": history["epoch"] * steps_per_epoch, "lr": history["lr"]})
+        )
+    log_file = run_dir / "csv" / "metrics.csv"
+    log = pd.read_csv(log_file) if log_file.is_file() else pd.DataFrame()
+    lr_column = next((c for c in log.columns if c.startswith("lr-")), None)
+    if lr_column is not None:
+        parts.append(log[["step", lr_column]].dropna().rename(columns={lr_column: "lr"}))
+    if not parts:
+        return pd.DataFrame(columns=["step", "lr"])
+    steps = pd.concat(parts, ignore_index=True).sort_values("step", kind="stable")
+    return steps.drop_duplicates("step", keep="last").reset_index(drop=True)
+
+
+def load_study(paths: Iterable[Path]) -> Study:
+    """Load every run directory at or below ``paths``; :class:`StudyError` when none finished."""
+    paths = list(paths)
+    run_dirs = find_run_dirs(paths)
+    runs = pd.DataFrame([load_run(d) for d in run_dirs])
+    if (runs["status"] == "incomplete").all():
+        where = ", ".join(map(str, paths))
+        raise StudyError(f"no finished run (with metrics.json) among the {len(runs)} under {where}")
+    histories = pd.concat([load_history(d) for d in run_dirs], ignore_index=True)
+    histories = histories.astype({column: float for column in HISTORY_COLUMNS})
+    return Study(runs=runs, histories=histories)

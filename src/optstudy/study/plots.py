@@ -1,0 +1,153 @@
+"""The study's figures (matplotlib's object API, no pyplot state, no display needed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from optstudy.atomic import atomic_write
+from optstudy.study.collect import load_lr_steps
+
+# Line styles cycled so that configurations with equal values stay visible.
+LINE_STYLES = ("-", "--", ":", "-.")
+CURVES = (
+    ("train_loss", "train loss"),
+    ("val_loss", "validation loss"),
+    ("train_acc", "train accuracy"),
+    ("val_acc", "validation accuracy"),
+)
+
+
+def save_png(figure: Figure, path: Path) -> Path:
+    """Write ``figure`` to ``path`` as a PNG, atomically."""
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
+    return path
+
+
+def _axes_per_task(tasks: list[str], title: str, height: float = 4.0) -> tuple[Figure, list]:
+    figure = Figure(figsize=(7 * len(tasks), height), layout="constrained")
+    axes = figure.subplots(1, len(tasks), squeeze=False)[0]
+    for ax, task in zip(axes, tasks, strict=True):
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+    figure.suptitle(title)
+    return figure, list(axes)
+
+
+def learning_curves(runs: pd.DataFrame, histories: pd.DataFrame, configs: list[str]) -> Figure:
+    """Train/validation loss and accuracy against epochs of one task's ``configs``: the mean
+    over completed seeds, with a ±1 std band."""
+    figure = Figure(figsize=(11, 7.5), layout="constrained")
+    axes = figure.subplots(2, 2).ravel()
+    completed = runs[(runs["status"] == "completed") & runs["config"].isin(configs)]
+    history = histories.merge(completed[["run", "config"]], on="run")
+    history["epochs"] = history["epoch"] + 1
+    for config in configs:
+        by_epoch = history[history["config"] == config].groupby("epochs")
+        for ax, (column, _) in zip(axes, CURVES, strict=True):
+            mean, std = by_epoch[column].mean(), by_epoch[column].std().fillna(0.0)
+            (line,) = ax.plot(mean.index, mean, marker=".", label=config)
+            ax.fill_between(mean.index, mean - std, mean + std, alpha=0.2, color=line.get_color())
+    for ax, (_, title) in zip(axes, CURVES, strict=True):
+        ax.set(title=title, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    figure.suptitle(f"{runs['task'].iloc[0]}: mean ± std over seeds")
+    return figure
+
+
+def lr_schedules(runs: pd.DataFrame, configs: list[str]) -> Figure:
+    """The lr against optimizer steps of one run (the first seed) of each of ``configs``."""
+    figure = Figure(figsize=(7, 4), layout="constrained")
+    ax = figure.subplots()
+    for number, config in enumerate(configs):
+        run = runs[runs["config"] == config].sort_values("seed")["run"].iloc[0]
+        steps = load_lr_steps(Path(run))
+        style = LINE_STYLES[number % len(LINE_STYLES)]
+        ax.step(steps["step"], steps["lr"], where="post", linestyle=style, label=config)
+    ax.set(xlabel="optimizer step", ylabel="lr", yscale="log", title="lr over training")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    return figure
+
+
+def lr_sensitivity(summary: pd.DataFrame, metric: str) -> Figure:
+    """Mean ``metric`` (± std over seeds) against the lr, log x, one line per lr-group (the
+    optimizer and whatever else varies), one panel per task."""
+    tasks = list(dict.fromkeys(summary["data"] + "/" + summary["model"]))
+    figure, axes = _axes_per_task(tasks, f"lr sensitivity: {metric}")
+    for ax, (_, task_rows) in zip(
+        axes, summary.groupby(["data", "model"], sort=False), strict=True
+    ):
+        for group, rows in task_rows.sort_values("lr").groupby("lr_group", sort=False):
+            ax.errorbar(
+                rows["lr"],
+                rows[f"{metric}_mean"],
+                yerr=rows[f"{metric}_std"],
+                marker="o",
+                capsize=3,
+                label=group,
+            )
+        ax.set(xscale="log", xlabel="lr", ylabel=metric)
+        ax.legend(fontsize="small")
+    return figure
+
+
+def time_to_target_bars(summary: pd.DataFrame) -> Figure:
+    """Epochs to reach the task's target validation accuracy (mean ± std over the seeds that
+    reached it) per configuration of ``summary``; configurations that never did are marked."""
+    tasks = list(dict.fromkeys(summary["data"] + "/" + summary["model"]))
+    height = 1.5 + 0.4 * summary.groupby(["data", "model"]).size().max()
+    figure, axes = _axes_per_task(tasks, "epochs to the target validation accuracy", height)
+    for ax, (_, rows) in zip(axes, summary.groupby(["data", "model"], sort=False), strict=True):
+        y = np.arange(len(rows))
+        means = rows["epochs_to_target_mean"].fillna(0.0)
+        stds = rows["epochs_to_target_std"].fillna(0.0)
+        ax.barh(y, means, xerr=stds, capsize=3, color="tab:blue", alpha=0.8)
+        for i, row in enumerate(rows.itertuples()):
+            note = f"{row.reached_target}/{row.runs} reached"
+            ax.annotate(
+                note,
+                (means.iloc[i] + stds.iloc[i], i),
+                xytext=(6, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize="small",
+            )
+        ax.set_yticks(y, rows["config"])
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1.35 * max(1.0, (means + stds).max()))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel=f"epochs (target val acc {rows['target_acc'].iloc[0]:.3f})")
+    return figure
+
+
+def performance_profile(summary: pd.DataFrame) -> Figure:
+    """Dolan–Moré performance profile over tasks: for each lr-group at its best lr, the share
+    of tasks it reached the target within τ × the fastest lr-group's epochs to target (a group
+    that missed the target on any seed, or did not run a task, counts as never)."""
+    best = summary[summary["best_lr"]].copy()
+    best["task"] = best["data"] + "/" + best["model"]
+    all_seeds = (best["reached_target"] == best["runs"]) & (best["runs"] > 0)
+    best["cost"] = best["epochs_to_target_mean"].where(all_seeds, math.inf)
+    cost = best.pivot_table(index="task", columns="lr_group", values="cost", aggfunc="min")
+    ratio = cost.fillna(math.inf).div(cost.min(axis=1), axis=0)
+    finite = ratio.replace(math.inf, np.nan).max().max()
+    taus = np.geomspace(1.0, max(2.0, 1.2 * (finite if np.isfinite(finite) else 1.0)), 200)
+    figure = Figure(figsize=(7, 4), layout="constrained")
+    ax = figure.subplots()
+    for group in ratio.columns:
+        share = [(ratio[group] <= tau).mean() for tau in taus]
+        ax.step(taus, share, where="post", label=group)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="τ (epochs to target / best)", ylabel="share of tasks", ylim=(-0.02, 1.02))
+    ax.set_title(f"performance profile over {len(ratio)} tasks")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return figure

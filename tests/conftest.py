@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from formats import write_mnist_folder
+from formats import cifar_batches, write_cifar, write_image_folder, write_mnist_folder
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -49,6 +49,19 @@ def fashion_mnist_dir() -> Path:
 def tiny_mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small MNIST-format folder (IDX .gz) whose images encode their labels."""
     return write_mnist_folder(tmp_path_factory.mktemp("tiny_mnist"))
+
+
+@pytest.fixture(scope="session")
+def cifar_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real-format cifar-10-python.tar.gz with 100 labelled images per batch."""
+    return write_cifar(tmp_path_factory.mktemp("cifar") / "cifar-10-python.tar.gz", cifar_batches())
+
+
+@pytest.fixture(scope="session")
+def stars_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 17-class image folder (the shape of E1's HollywoodStars), 6 mixed images a class."""
+    names = [f"Star {chr(ord('A') + i)}" for i in range(17)]
+    return write_image_folder(tmp_path_factory.mktemp("stars"), names, per_class=6)
 
 
 def run_train(

@@ -18,7 +18,7 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from optstudy.errors import find_user_error
+    from optstudy.errors import RunInterrupted, find_user_error
     from optstudy.sweep import objective, report_failed_job
     from optstudy.validation import validate
 
@@ -28,6 +28,9 @@ def main(cfg: DictConfig) -> float | None:
         from optstudy.run import train
 
         metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.runtime.choices)
+    except RunInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        sys.exit(143)
     except Exception as exc:
         if hydra_cfg.mode == RunMode.MULTIRUN and not os.environ.get("OPTSTUDY_DEBUG"):
             report_failed_job(exc, Path(hydra_cfg.runtime.output_dir))

@@ -120,6 +120,15 @@ BAD_INPUTS = [
     ),
     (["optimizer.eps=abc"], 2, "error: optimizer.eps=abc is invalid"),
     (["scheduler=onecycle", "+scheduler.bogus=1"], 2, "error: scheduler: "),
+    (["data.eval_batch_size=0"], 2, "error: data.eval_batch_size=0 is invalid: must be >= 1"),
+    (["data.val_fraction=0"], 2, "error: data.val_fraction=0 is invalid"),
+    (["optimizer=adadelta", "optimizer.rho=1.5"], 2, "error: optimizer.rho=1.5 is invalid"),
+    (["optimizer=rmsprop", "optimizer.alpha=1.0"], 2, "error: optimizer.alpha=1.0 is invalid"),
+    (["optimizer.weight_decay=-0.01"], 2, "error: optimizer.weight_decay=-0.01 is invalid"),
+    (["seed=-1"], 2, "error: seed=-1 is invalid: must be an integer >= 0"),
+    (["seed=abc"], 2, "error: seed=abc is invalid"),
+    (["trainer.max_epochs=abc"], 2, "error: trainer.max_epochs=abc is invalid"),
+    (["divergence_factor=0.5"], 2, "error: divergence_factor=0.5 is invalid: must be > 1 or null"),
     (["model=lenet5", "model.padding=0"], 2, "error: the model cannot take 1×8×8 inputs"),
 ]
 

@@ -13,6 +13,10 @@ class DataError(OptstudyError):
     """A data set is missing, unreadable or does not match what its config declares."""
 
 
+class RunInterrupted(Exception):
+    """The run was stopped by SIGTERM after saving a checkpoint it can resume from."""
+
+
 def find_user_error(exc: BaseException) -> OptstudyError | None:
     """The expected error behind ``exc`` (libraries such as Hydra wrap it), if there is one."""
     seen: set[int] = set()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import copy
 import logging
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,18 +11,53 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from optstudy.atomic import atomic_write_json
+from optstudy.callbacks import EpochHistory, ResumableRun, resume_from
 from optstudy.data import build_datamodule
+from optstudy.errors import RunInterrupted
 from optstudy.module import ImageClassifier
+from optstudy.provenance import provenance
 from optstudy.rundir import check_writable
-from optstudy.tracking import log_config
+from optstudy.tracking import log_config, plain_config
 
 log = logging.getLogger(__name__)
 
 # Config groups whose chosen option names go into metrics.json.
 CHOICE_GROUPS = ("optimizer", "scheduler", "model", "data", "augment")
+
+
+# Config keys that say where things are or how progress is shown, not what is computed: a
+# run may resume under different values of these.
+NOT_IDENTITY = (
+    "paths",
+    "callbacks",
+    "logger",
+    "trainer.default_root_dir",
+    "trainer.enable_progress_bar",
+    "data.root",
+    "data.cache_dir",
+    "data.source.root",
+    "data.source.search_dirs",
+    "data.source.download_dir",
+    "data.source.download",
+)
+
+
+def run_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config minus :data:`NOT_IDENTITY`: two runs with equal identities compute
+    the same thing, so one may resume the other's checkpoint."""
+    identity = copy.deepcopy(cfg)
+    with open_dict(identity):
+        for key in NOT_IDENTITY:
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(identity, parent) if parent else identity
+            if isinstance(node, DictConfig) and leaf in node:
+                del node[leaf]
+    return plain_config(identity)  # resolved; no secret goes into checkpoints
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -34,11 +69,23 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
     ``metrics.json`` into ``out_dir``; return its content."""
     out_dir = Path(out_dir)
     check_writable(out_dir)
-    (out_dir / "metrics.json").unlink(missing_ok=True)
+    identity = run_identity(cfg)
+    callbacks = [*_instantiate_all(cfg.callbacks), ResumableRun(identity)]
+    checkpoints = [
+        *(cb.ckpt_path for cb in callbacks if isinstance(cb, OnExceptionCheckpoint)),
+        *(
+            cb.format_checkpoint_name({}, cb.CHECKPOINT_NAME_LAST)
+            for cb in callbacks
+            if isinstance(cb, ModelCheckpoint)
+        ),
+    ]
+    resume = resume_from(checkpoints, identity)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg.data, cfg.seed, cfg.get("augment"))
     datamodule.prepare_data()  # find, verify and decode the data before anything else runs
+    source = datamodule.source
+    record = provenance(Path(cfg.paths.root_dir), source.name, source.fingerprint())
     module = ImageClassifier(
         net=instantiate(cfg.model),
         optimizer=instantiate(cfg.optimizer),
@@ -48,12 +95,23 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
         divergence_factor=cfg.divergence_factor,
     )
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=_instantiate_all(cfg.callbacks), logger=_instantiate_all(cfg.logger)
+        cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.logger)
     )
     log_config(trainer.loggers, cfg)
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
-    train_time = time.perf_counter() - start
+    if resume:
+        log.info("resuming from %s", resume)
+    # From here on the run directory changes: a run without metrics.json has not finished.
+    (out_dir / "metrics.json").unlink(missing_ok=True)
+    atomic_write_json(out_dir / "run_info.json", record)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except SIGTERMException as exc:
+        raise RunInterrupted(
+            f"SIGTERM at step {trainer.global_step}; {checkpoints[0]} saved, "
+            "run the same command to resume"
+        ) from exc
+    history = next(cb for cb in callbacks if isinstance(cb, EpochHistory))
+    train_time = history.elapsed()
     atomic_write_json(out_dir / "classes.json", datamodule.classes)
     has_test = datamodule.split_sizes()["test"] > 0  # an image folder may have no test split
     test = (
@@ -62,17 +120,17 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
         else {}
     )
 
-    history = next(cb.rows for cb in trainer.callbacks if hasattr(cb, "rows"))
-    val_accs = [row["val_acc"] for row in history]
+    rows = history.rows
+    val_accs = [row["val_acc"] for row in rows]
     metrics = {
         "status": "diverged" if module.diverged else "completed",
         "best_val_acc": max(val_accs, default=None),
         "final_val_acc": val_accs[-1] if val_accs else None,
-        "final_val_loss": history[-1]["val_loss"] if history else None,
-        "final_train_loss": history[-1]["train_loss"] if history else None,
+        "final_val_loss": rows[-1]["val_loss"] if rows else None,
+        "final_train_loss": rows[-1]["train_loss"] if rows else None,
         "test_acc": test.get("test_acc"),
         "test_loss": test.get("test_loss"),
-        "epochs": len(history),
+        "epochs": len(rows),
         "steps": trainer.global_step,
         "train_time_s": round(train_time, 3),
         "seed": cfg.seed,

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from optstudy.errors import ConfigError
 from optstudy.optim.build import SCHEDULE_KEYS, build_scheduler
@@ -28,6 +28,10 @@ OPTIMIZER_RULES: dict[str, Rule] = {
 
 # Ranges of other run settings, by their full config key.
 RUN_RULES: dict[str, Rule] = {
+    "seed": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        "an integer >= 0",
+    ),
     "data.batch_size": (lambda v: v >= 1, ">= 1"),
     "data.eval_batch_size": (lambda v: v >= 1, ">= 1"),
     "data.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
@@ -67,8 +71,9 @@ def _first_line(exc: Exception) -> str:
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming the first invalid value of a run config."""
     for key, rule in RUN_RULES.items():
-        section, name = key.split(".")
-        _check(key, cfg[section].get(name), rule)
+        _check(key, OmegaConf.select(cfg, key), rule)
+    if cfg.divergence_factor is not None:
+        _check("divergence_factor", cfg.divergence_factor, (lambda v: v > 1, "> 1 or null"))
     for name, rule in OPTIMIZER_RULES.items():
         if name in cfg.optimizer:
             _check(f"optimizer.{name}", cfg.optimizer[name], rule)

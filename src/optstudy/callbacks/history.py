@@ -22,12 +22,28 @@ class EpochHistory(pl.Callback):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.rows: list[dict[str, float]] = []
-        self._start = 0.0
+        self._start = time.perf_counter()
+        self._elapsed_before = 0.0  # seconds spent before a resume
         self._lr = math.nan
+
+    def elapsed(self) -> float:
+        """Seconds of training (with validation) so far, across resumes."""
+        return self._elapsed_before + time.perf_counter() - self._start
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start the clock."""
         self._start = time.perf_counter()
+
+    def state_dict(self) -> dict[str, object]:
+        """Rows, elapsed time and the current epoch's lr: saved in checkpoints so that a
+        resumed run keeps its history."""
+        return {"rows": self.rows, "elapsed": self.elapsed(), "lr": self._lr}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore rows and elapsed time from a checkpoint."""
+        self.rows = [dict(r) for r in state["rows"]]  # type: ignore[union-attr]
+        self._elapsed_before = float(state["elapsed"])  # type: ignore[arg-type]
+        self._lr = float(state["lr"])  # type: ignore[arg-type]
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Remember the lr this epoch starts with."""
@@ -41,7 +57,7 @@ class EpochHistory(pl.Callback):
         row = {"epoch": trainer.current_epoch, "lr": self._lr}
         for key in COLUMNS[2:-1]:
             row[key] = float(metrics[key]) if key in metrics else math.nan
-        row["elapsed_s"] = round(time.perf_counter() - self._start, 3)
+        row["elapsed_s"] = round(self.elapsed(), 3)
         self.rows.append(row)
         if trainer.is_global_zero:
             buf = io.StringIO()

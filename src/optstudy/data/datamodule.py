@@ -89,10 +89,16 @@ class TensorDataModule(pl.LightningDataModule):
         return {k: len(y) for k, (_, y) in self._splits.items()}
 
     def train_dataloader(self) -> TensorBatches:
-        """Shuffled training batches, a fresh seeded order each epoch."""
+        """Shuffled training batches, a fresh seeded order each epoch, resumable mid-epoch."""
         x, y = self._splits["train"]
         return TensorBatches(
-            x, y, self.batch_size, shuffle=True, seed=self.shuffle_seed, epoch=self._epoch
+            x,
+            y,
+            self.batch_size,
+            shuffle=True,
+            seed=self.shuffle_seed,
+            epoch=self._epoch,
+            completed=self._completed_batches,
         )
 
     def val_dataloader(self) -> TensorBatches:
@@ -117,6 +123,11 @@ class TensorDataModule(pl.LightningDataModule):
 
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer else 0
+
+    def _completed_batches(self) -> int:
+        return (
+            self.trainer.fit_loop.epoch_loop.batch_progress.current.completed if self.trainer else 0
+        )
 
     def _check(self, images: torch.Tensor, classes: list[str]) -> None:
         shape = tuple(images.shape[1:])

@@ -52,6 +52,7 @@ class IdxSource:
         self.download_dir = Path(download_dir) if download_dir else None
         self.download = download
         self._files: list[Path] | None = None
+        self._fingerprint: str | None = None
 
     def files(self) -> list[Path]:
         """The four files in FILES order, locating or downloading them on first use."""
@@ -60,8 +61,10 @@ class IdxSource:
         return self._files
 
     def fingerprint(self) -> str:
-        """Content hash of the raw files (keys the decoded cache)."""
-        return files_fingerprint(self.files())
+        """Content hash of the raw files (keys the decoded cache), computed once."""
+        if self._fingerprint is None:
+            self._fingerprint = files_fingerprint(self.files())
+        return self._fingerprint
 
     def load(self) -> ImageSplits:
         """Decode the IDX files into uint8 image and int64 label tensors."""

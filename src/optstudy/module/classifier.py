@@ -47,6 +47,10 @@ class ImageClassifier(pl.LightningModule):
         for stage in STAGES:
             self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes, average="micro")
             self.metrics[f"{stage}_loss"] = MeanMetric()
+        # Accumulated metric states go into checkpoints, so a run resumed mid-epoch reports
+        # the same epoch metrics as one that was never interrupted.
+        for metric in self.metrics.values():
+            metric.persistent(True)
         self.initial_loss: float | None = None
         self.diverged = False
 
@@ -90,6 +94,14 @@ class ImageClassifier(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         """Accumulate test loss and accuracy."""
         self._shared_step(batch, "test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the divergence reference loss with the weights."""
+        checkpoint["initial_loss"] = self.initial_loss
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the divergence reference loss."""
+        self.initial_loss = checkpoint.get("initial_loss")
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Bind the configured optimizer and scheduler to this model's parameters."""

@@ -1,0 +1,75 @@
+"""Resume a run exactly: RNG states in every checkpoint, and only checkpoints of the same run."""
+
+from __future__ import annotations
+
+import pickle
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from optstudy.errors import ConfigError
+
+
+class ResumableRun(pl.Callback):
+    """Save the RNG states and the run's identity (its result-relevant config) in every
+    checkpoint; restore the RNG states on resume."""
+
+    def __init__(self, identity: dict[str, Any]) -> None:
+        self.identity = identity
+
+    @property
+    def state_key(self) -> str:
+        """One fixed key in the checkpoint's callback states."""
+        return "ResumableRun"
+
+    def state_dict(self) -> dict[str, Any]:
+        """RNG states of Python, NumPy and torch, and the run identity."""
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        return {
+            "identity": self.identity,
+            "python_rng": random.getstate(),
+            "numpy_rng": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss],
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the RNG states, so a resumed run draws what the uninterrupted one would."""
+        version, internal, gauss_next = state["python_rng"]
+        random.setstate((version, tuple(internal), gauss_next))
+        kind, keys, pos, has_gauss, gauss = state["numpy_rng"]
+        np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def resume_from(candidates: Sequence[Path], identity: dict[str, Any]) -> Path | None:
+    """The first existing checkpoint of ``candidates`` (an interrupted run's, then ``last.ckpt``),
+    if any: an earlier attempt of this same run to resume.
+
+    Raises :class:`ConfigError` when the checkpoint is not safe to load (arbitrary pickled
+    objects) or belongs to a run with another config.
+    """
+    path = next((Path(p) for p in candidates if Path(p).exists()), None)
+    if path is None:
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise ConfigError(
+            f"refusing to resume from {path}: it is not a plain tensor checkpoint "
+            f"({str(exc).splitlines()[0]}); delete it or use another run directory"
+        ) from exc
+    saved = checkpoint.get("callbacks", {}).get("ResumableRun", {}).get("identity")
+    if saved != identity:
+        raise ConfigError(
+            f"{path} belongs to a run with another config; use a new run directory "
+            "(hydra.run.dir=...) or delete that checkpoint"
+        )
+    return path

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 
 
 class SigtermAt(pl.Callback):
-    """Send SIGTERM to this process after global step ``step`` (only in a run that starts below it)."""
+    """Send SIGTERM to this process at global step ``step`` (unless resumed past it)."""
 
     def __init__(self, step: int) -> None:
         self.step = step

@@ -197,7 +197,6 @@ def test_class_count_mismatch_tells_the_setting(tmp_path, cache_dir):
         ]
     )
     datamodule = build_datamodule(cfg.data, 0)
-    with pytest.raises(
-        DataError, match=r"3 classes found but data\.num_classes is 2; set data\.num_classes=3"
-    ):
-        datamodule.setup()
+    for step in (datamodule.prepare_data, datamodule.setup):  # a run checks before training
+        with pytest.raises(DataError, match=r"3 classes found but data\.num_classes is 2; set"):
+            step()

@@ -41,6 +41,7 @@ def prepare(source: Source, cache_dir: Path) -> Path:
     return path
 
 
-def load_prepared(path: Path) -> ImageSplits:
-    """Load a cache file written by :func:`prepare` (tensors and strings only)."""
-    return ImageSplits.from_dict(torch.load(path, weights_only=True))
+def load_prepared(path: Path, mmap: bool = False) -> ImageSplits:
+    """Load a cache file written by :func:`prepare` (tensors and strings only); with ``mmap``
+    the tensors map the file instead of being read (cheap, to inspect shapes)."""
+    return ImageSplits.from_dict(torch.load(path, weights_only=True, mmap=mmap))

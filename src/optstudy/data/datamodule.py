@@ -58,8 +58,10 @@ class TensorDataModule(pl.LightningDataModule):
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def prepare_data(self) -> None:
-        """Decode the source into the cache once (Lightning calls this on one process)."""
-        prepare(self.source, self.cache_dir)
+        """Decode the source into the cache once and check it against the config (Lightning
+        calls this on one process)."""
+        data = load_prepared(prepare(self.source, self.cache_dir), mmap=True)
+        self._check(data.train_images, data.classes)
 
     def setup(self, stage: str | None = None) -> None:
         """Load the cache, check it against the config and carve the validation split."""

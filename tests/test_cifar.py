@@ -15,6 +15,7 @@ from formats import CIFAR_CLASSES, cifar_batches, write_cifar
 
 from optstudy.data.cifar import ARCHIVE, CifarSource
 from optstudy.data.cifar_batches import FOLDER, MEMBERS
+from optstudy.data.safe_pickle import safe_loads
 from optstudy.errors import DataError
 
 
@@ -144,6 +145,15 @@ def test_pickles_may_not_run_code(tmp_path):
     with pytest.raises(DataError, match=r"data_batch_1 is not a readable CIFAR-10 batch"):
         source.load()
     assert not (tmp_path / "pwned").exists()
+
+
+def test_pickles_from_numpy_1_load_too():
+    """The official batches were pickled by numpy 1.x, whose arrays refer to numpy.core."""
+    batch = cifar_batches(3)["test_batch"]
+    modern = pickle.dumps(batch, protocol=2)
+    legacy = modern.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+    assert legacy != modern
+    np.testing.assert_array_equal(safe_loads(legacy)[b"data"], batch[b"data"])
 
 
 def test_nothing_found_names_every_place_and_the_fix(tmp_path):

@@ -143,7 +143,7 @@ def _empty_class(root):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (None, "does not exist or is no folder"),
+        (None, "does not exist or is not a folder"),
         (_one_class, "holds 1 class sub-folder(s); an image folder needs at least 2"),
         (_empty_class, "class folder(s) 'b' hold no image files"),
     ],

@@ -100,7 +100,7 @@ class ImageFolderSource:
                 "sub-folder of images per class"
             )
         if not self.root.is_dir():
-            raise DataError(f"{self.name}: data.root {self.root} does not exist or is no folder")
+            raise DataError(f"{self.name}: data.root {self.root} does not exist or is not a folder")
         folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not _hidden(p.name))
         if len(folders) < 2:
             raise DataError(

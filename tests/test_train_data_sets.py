@@ -108,3 +108,24 @@ def test_image_folder_needs_its_class_count(tmp_path):
     cfg, _ = compose_run(["data=image_folder", f"data.root={tmp_path}"])
     with pytest.raises(ConfigError, match=r"data\.num_classes=None is invalid: must be an integer"):
         validate(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["data=cifar10", "model=resnet18", "optimizer=sgd"],
+        ["data=hollywood_stars", "model=vgg16_transfer", "optimizer=adam"],  # 336×336
+    ],
+    ids=["cifar10-resnet18-sgd", "hollywood_stars-vgg16_transfer-adam"],
+)
+def test_issue_commands_run_on_real_format_data(tmp_path, cifar_tarball, stars_dir, args):
+    """The commands the data sets were built for, one epoch each (minutes on a CPU)."""
+    data = {
+        "data=cifar10": [f"data.root={cifar_tarball.parent}", f"data.md5={md5(cifar_tarball)}"],
+        "data=hollywood_stars": [f"data.root={stars_dir}"],
+    }[args[0]]
+    run_dir = tmp_path / "run"
+    result = run_train([*args, *data, "trainer.max_epochs=1"], run_dir, tmp_path / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_metrics(run_dir)["status"] == "completed"

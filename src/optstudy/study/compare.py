@@ -81,7 +81,7 @@ def reading(comparison: pd.DataFrame, summary: pd.DataFrame, metric: str) -> lis
         worse = group[group["verdict"] == "worse beyond seed noise"]
         unclear = group[group["verdict"].str.startswith("cannot tell")]
         if not noise.empty:
-            names = ", ".join(f"{r.config} (p={r.p_value:.2f})" for r in noise.itertuples())
+            names = ", ".join(f"{r.config} (p={r.p_value:.3f})" for r in noise.itertuples())
             text += f" Within seed noise of it: {names}."
         if not worse.empty:
             names = ", ".join(

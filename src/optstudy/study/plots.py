@@ -79,20 +79,29 @@ def lr_schedules(runs: pd.DataFrame, configs: list[str]) -> Figure:
 
 def lr_sensitivity(summary: pd.DataFrame, metric: str) -> Figure:
     """Mean ``metric`` (± std over seeds) against the lr, log x, one line per lr-group (the
-    optimizer and whatever else varies), one panel per task."""
+    optimizer and whatever else varies), one panel per task; an lr without any completed run
+    (all diverged or failed) is a × at the bottom."""
     tasks = list(dict.fromkeys(summary["data"] + "/" + summary["model"]))
-    figure, axes = _axes_per_task(tasks, f"lr sensitivity: {metric}")
+    figure, axes = _axes_per_task(tasks, f"lr sensitivity: {metric} (×: no completed run)")
     for ax, (_, task_rows) in zip(
         axes, summary.groupby(["data", "model"], sort=False), strict=True
     ):
         for group, rows in task_rows.sort_values("lr").groupby("lr_group", sort=False):
-            ax.errorbar(
+            bars = ax.errorbar(
                 rows["lr"],
                 rows[f"{metric}_mean"],
                 yerr=rows[f"{metric}_std"],
                 marker="o",
                 capsize=3,
                 label=group,
+            )
+            failed = rows[rows["seeds"] == 0]["lr"]  # no completed run: marked at the bottom
+            ax.scatter(
+                failed,
+                [0.03] * len(failed),
+                marker="x",
+                color=bars.lines[0].get_color(),
+                transform=ax.get_xaxis_transform(),
             )
         ax.set(xscale="log", xlabel="lr", ylabel=metric)
         ax.legend(fontsize="small")

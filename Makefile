@@ -1,15 +1,20 @@
 # Two commands on a fresh Debian/Ubuntu machine:
-#   make run    install everything, then train the default job (LeNet-5 + Adam on Fashion-MNIST)
+#   make run    install everything, fill data/, then `dvc repro`: the default study and its report
 #   make test   install everything, then run lint and the test suite
+# More: make train ARGS="optimizer=adagrad" (one run), make study / study-smoke (Hydra sweeps).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU wheel; users with a GPU set TORCH="torch==<version>" with their CUDA build's index.
 TORCH ?= torch==2.13.0
 
-.PHONY: run test data setup study study-smoke
+.PHONY: run train test data setup study study-smoke
 
+# The pipeline's commands call `python`: the venv's.
 run: setup data
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro $(ARGS)
+
+train: setup data
 	$(PY) train.py $(ARGS)
 
 test: setup data
@@ -29,14 +34,16 @@ study: setup data
 study-smoke:
 	$(MAKE) study STUDY=smoke
 
-# Fashion-MNIST from the Debian/Ubuntu package, when apt is there (needs root or sudo).
-data:
+# Fashion-MNIST from the Debian/Ubuntu package, when apt is there (needs root or sudo), then
+# copied into data/fashion_mnist/ (the version data.dvc records; a verified download otherwise).
+data: setup
 	@if [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then :; \
 	elif command -v apt-get >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  ($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist) \
 	  || echo "note: could not install dataset-fashion-mnist; train.py will try a verified download"; \
 	else echo "note: no apt-get; put Fashion-MNIST in data/fashion_mnist/ or let train.py download it"; fi
+	@[ -e data/fashion_mnist/train-images-idx3-ubyte ] || $(PY) -m optstudy.data.fetch data=fashion_mnist
 
 setup: $(VENV)/.installed
 

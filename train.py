@@ -7,7 +7,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from optstudy import resolvers
+
 os.environ.setdefault("OPTSTUDY_ROOT", str(Path(__file__).resolve().parent))
+resolvers.register()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

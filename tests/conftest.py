@@ -13,9 +13,12 @@ from formats import cifar_batches, write_cifar, write_image_folder, write_mnist_
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from optstudy import resolvers
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+resolvers.register()
 
 
 def compose_run(overrides: list[str], out_dir: Path | None = None) -> tuple[DictConfig, dict]:

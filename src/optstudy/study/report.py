@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from optstudy.atomic import atomic_write, atomic_write_text
+from optstudy.atomic import atomic_write, atomic_write_json, atomic_write_text
 from optstudy.study import plots
 from optstudy.study.aggregate import SELECTION_METRIC, prepare_runs, summarize
 from optstudy.study.collect import Study, load_study
@@ -144,6 +144,25 @@ def _html(blocks: Iterable[tuple[str, object]]) -> str:
     )
 
 
+# Columns of summary.csv that summary.json (a DVC metrics file) carries per configuration.
+METRIC_COLUMNS = (
+    "seeds", "diverged", "best_val_acc_mean", "best_val_acc_std", "final_val_acc_mean",
+    "test_acc_mean", "test_acc_std", "final_train_loss_mean", "epochs_to_target_mean",
+    "train_time_s_mean",
+)  # fmt: skip
+
+
+def summary_metrics(summary: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    """The main summary numbers as nested JSON data, keyed ``<data>/<model>/<config>``."""
+    return {
+        f"{row['data']}/{row['model']}/{row['config']}": {
+            column: None if pd.isna(row[column]) else float(row[column])
+            for column in METRIC_COLUMNS
+        }
+        for _, row in summary.iterrows()
+    }
+
+
 def write_report(
     paths: Iterable[Path],
     out_dir: Path,
@@ -165,6 +184,8 @@ def write_report(
         path = out_dir / f"{name}.csv"
         atomic_write(path, lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
         written.append(path)
+    atomic_write_json(out_dir / "summary.json", summary_metrics(summary))
+    written.append(out_dir / "summary.json")
     images = [
         plots.save_png(figure, out_dir / f"{stem}.png")
         for stem, figure in make_figures(study, runs, summary, metric).items()

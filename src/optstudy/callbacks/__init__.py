@@ -1,6 +1,6 @@
 """Lightning callbacks of the project (the rest come from Lightning itself)."""
 
 from optstudy.callbacks.history import EpochHistory
-from optstudy.callbacks.resume import ResumableRun, resume_from
+from optstudy.callbacks.resume import InterruptCheckpoint, ResumableRun, resume_from
 
-__all__ = ["EpochHistory", "ResumableRun", "resume_from"]
+__all__ = ["EpochHistory", "InterruptCheckpoint", "ResumableRun", "resume_from"]

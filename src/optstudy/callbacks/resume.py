@@ -11,8 +11,21 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import OnExceptionCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from optstudy.errors import ConfigError
+
+
+class InterruptCheckpoint(OnExceptionCheckpoint):
+    """Lightning's :class:`OnExceptionCheckpoint`, but only for SIGINT/SIGTERM: a run that
+    crashed is not resumed from the state it crashed in."""
+
+    def on_exception(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        """Save the checkpoint when the exception is an interruption."""
+        exception = args[-1] if args else kwargs.get("exception")
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            super().on_exception(trainer, *args, **kwargs)
 
 
 class ResumableRun(pl.Callback):

@@ -16,18 +16,17 @@ def test_required_models_exist():
     assert set(MODELS) >= {"mlp", "lenet5", "cnn_2c2d", "cnn_3c3d", "resnet18", "vgg_small"}
 
 
+def _model_config(model: str, shape: tuple[int, int, int, int]):
+    c, h, w, k = shape
+    overrides = [f"data.channels={c}", f"data.image_size=[{h},{w}]", f"data.num_classes={k}"]
+    return compose_run([f"model={model}", *overrides])[0]
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("model", MODELS)
 def test_forward_backward(model, shape):
     c, h, w, k = shape
-    cfg, _ = compose_run(
-        [
-            f"model={model}",
-            f"data.channels={c}",
-            f"data.image_size=[{h},{w}]",
-            f"data.num_classes={k}",
-        ]
-    )
+    cfg = _model_config(model, shape)
     torch.manual_seed(0)
     net = instantiate(cfg.model)
     logits = net(torch.randn(4, c, h, w))
@@ -39,15 +38,7 @@ def test_forward_backward(model, shape):
 
 def test_parameter_counts_match_the_architectures():
     def count(model, shape):
-        c, h, w, k = shape
-        cfg, _ = compose_run(
-            [
-                f"model={model}",
-                f"data.channels={c}",
-                f"data.image_size=[{h},{w}]",
-                f"data.num_classes={k}",
-            ]
-        )
+        cfg = _model_config(model, shape)
         return sum(p.numel() for p in instantiate(cfg.model).parameters())
 
     assert count("mlp", (1, 28, 28, 10)) == 784 * 128 + 128 + 128 * 10 + 10  # E3: 101,770

@@ -24,6 +24,7 @@ RUN = [
 # A real SIGTERM, sent by the run to itself in the middle of epoch 1 (20 steps per epoch).
 SIGTERM_AT_27 = ["+callbacks.kill._target_=helpers.sigterm_at.SigtermAt", "+callbacks.kill.step=27"]
 WITH_HELPERS = {"PYTHONPATH": str(TESTS)}
+TINY = ["data=digits", "model=mlp", "trainer.max_epochs=1"]
 
 
 def _history(run_dir):
@@ -73,16 +74,9 @@ def test_rerunning_a_finished_run_recomputes_nothing(tmp_path, cache_dir):
 
 def test_a_checkpoint_of_another_config_is_refused_and_nothing_is_lost(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
-    assert (
-        run_train(
-            ["data=digits", "model=mlp", "trainer.max_epochs=1"], run_dir, cache_dir
-        ).returncode
-        == 0
-    )
+    assert run_train(TINY, run_dir, cache_dir).returncode == 0
     metrics = (run_dir / "metrics.json").read_text()
-    other = run_train(
-        ["data=digits", "model=mlp", "trainer.max_epochs=1", "optimizer=sgd"], run_dir, cache_dir
-    )
+    other = run_train([*TINY, "optimizer=sgd"], run_dir, cache_dir)
     assert other.returncode == 2
     assert (
         "belongs to a run with another config" in other.stderr and "Traceback" not in other.stderr
@@ -101,7 +95,7 @@ def test_a_checkpoint_with_arbitrary_objects_is_refused(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     torch.save({"state_dict": {}, "payload": Payload()}, run_dir / "checkpoints" / "last.ckpt")
-    result = run_train(["data=digits", "model=mlp", "trainer.max_epochs=1"], run_dir, cache_dir)
+    result = run_train(TINY, run_dir, cache_dir)
     assert result.returncode == 2
     assert (
         result.stderr.startswith("error: refusing to resume from")
@@ -139,12 +133,7 @@ def test_debug_flag_shows_the_traceback(tmp_path, cache_dir):
 
 def test_run_records_code_data_and_package_versions(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
-    assert (
-        run_train(
-            ["data=digits", "model=mlp", "trainer.max_epochs=1"], run_dir, cache_dir
-        ).returncode
-        == 0
-    )
+    assert run_train(TINY, run_dir, cache_dir).returncode == 0
     info = json.loads((run_dir / "run_info.json").read_text())
     assert (
         info["packages"]["torch"] == torch.__version__.split("+")[0]

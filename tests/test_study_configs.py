@@ -32,7 +32,13 @@ def study_sweep(study: str) -> tuple[str, dict[str, list[str]]]:
         cfg = compose("train", overrides=[f"study={study}"], return_hydra_config=True)
     params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
     parsed = OverridesParser.create().parse_overrides(params)
-    return cfg.hydra.sweep.dir, {p.key_or_group: list(p.sweep_string_iterator()) for p in parsed}
+    values = {
+        p.key_or_group: list(p.sweep_string_iterator())
+        if p.is_sweep_override()
+        else [p.get_value_element_as_str()]
+        for p in parsed
+    }
+    return cfg.hydra.sweep.dir, values
 
 
 def one_job_per_value(sweep: dict[str, list[str]]) -> list[list[str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,12 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
     (out_dir / "metrics.json").unlink(missing_ok=True)
     atomic_write_json(out_dir / "run_info.json", record)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        with warnings.catch_warnings():
+            # With an interrupt checkpoint configured, Lightning looks for a "last" checkpoint
+            # itself when ckpt_path is None and warns; resume_from has already looked.
+            warnings.filterwarnings("ignore", message=r"`\.fit\(ckpt_path=None\)`")
+            warnings.filterwarnings("ignore", message=r"\.fit\(ckpt_path=\"last\"\) is set")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except SIGTERMException as exc:
         raise RunInterrupted(
             f"SIGTERM at step {trainer.global_step}; {checkpoints[0]} saved, "

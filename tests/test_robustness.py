@@ -118,6 +118,9 @@ def test_a_diverging_run_does_not_stop_its_sweep(tmp_path, cache_dir):
     assert len(runs) == 3
     by_lr = {m["lr"]: m for m in (json.loads(p.read_text()) for p in runs)}
     assert by_lr[1000000.0]["status"] == "diverged" and by_lr[1000000.0]["test_acc"] is None
+    diverged = next(p.parent for p in runs if json.loads(p.read_text())["lr"] == 1000000.0)
+    assert (diverged / "history.csv").read_text().startswith("epoch,lr,")  # DVC's declared outputs
+    assert (diverged / "checkpoints").is_dir()
     assert by_lr[0.01]["status"] == by_lr[0.1]["status"] == "completed"
     assert by_lr[0.1]["epochs"] == 2
 

@@ -81,6 +81,9 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
         ),
     ]
     resume = resume_from(checkpoints, identity)
+    # The checkpoint folder exists even when no checkpoint was written (a run that diverged
+    # in its first epoch), so pipelines that declare it as an output find it.
+    Path(checkpoints[-1]).parent.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg.data, cfg.seed, cfg.get("augment"))

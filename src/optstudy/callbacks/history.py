@@ -59,6 +59,14 @@ class EpochHistory(pl.Callback):
             row[key] = float(metrics[key]) if key in metrics else math.nan
         row["elapsed_s"] = round(self.elapsed(), 3)
         self.rows.append(row)
+        self._write(trainer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Write the file as it stands (a header at least): a run that diverges before its first
+        epoch ends still has a history, with no rows."""
+        self._write(trainer)
+
+    def _write(self, trainer: pl.Trainer) -> None:
         if trainer.is_global_zero:
             buf = io.StringIO()
             writer = csv.DictWriter(buf, fieldnames=COLUMNS)

@@ -83,7 +83,8 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
     resume = resume_from(checkpoints, identity)
     # The checkpoint folder exists even when no checkpoint was written (a run that diverged
     # in its first epoch), so pipelines that declare it as an output find it.
-    Path(checkpoints[-1]).parent.mkdir(parents=True, exist_ok=True)
+    for path in checkpoints:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg.data, cfg.seed, cfg.get("augment"))
@@ -116,7 +117,7 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except SIGTERMException as exc:
         raise RunInterrupted(
-            f"SIGTERM at step {trainer.global_step}; {checkpoints[0]} saved, "
+            f"SIGTERM at step {trainer.global_step}; checkpoint saved in {out_dir}, "
             "run the same command to resume"
         ) from exc
     history = next(cb for cb in callbacks if isinstance(cb, EpochHistory))

@@ -81,10 +81,6 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
         ),
     ]
     resume = resume_from(checkpoints, identity)
-    # The checkpoint folder exists even when no checkpoint was written (a run that diverged
-    # in its first epoch), so pipelines that declare it as an output find it.
-    for path in checkpoints:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg.data, cfg.seed, cfg.get("augment"))
@@ -108,6 +104,10 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
     # From here on the run directory changes: a run without metrics.json has not finished.
     (out_dir / "metrics.json").unlink(missing_ok=True)
     atomic_write_json(out_dir / "run_info.json", record)
+    # The checkpoint folder exists even when no checkpoint gets written (a run that diverges
+    # in its first epoch), so pipelines that declare it as an output find it.
+    for path in checkpoints:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():
             # With an interrupt checkpoint configured, Lightning looks for a "last" checkpoint

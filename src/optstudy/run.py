@@ -19,6 +19,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from optstudy.atomic import atomic_write_json
 from optstudy.callbacks import EpochHistory, ResumableRun, resume_from
 from optstudy.data import build_datamodule
+from optstudy.distributed.processes import check_processes, join_submitit_tasks
 from optstudy.errors import RunInterrupted
 from optstudy.module import ImageClassifier
 from optstudy.provenance import provenance
@@ -61,6 +62,13 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
     return plain_config(identity)  # resolved; no secret goes into checkpoints
 
 
+def peak_gpu_memory_mb(device: torch.device) -> float | None:
+    """The most GPU memory torch has held on ``device`` in this process, in MiB (None on CPU)."""
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+
+
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in (group or {}).values() if c is not None]
 
@@ -94,16 +102,22 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
         num_classes=cfg.data.num_classes,
         decay_norm_and_bias=cfg.decay_norm_and_bias,
         divergence_factor=cfg.divergence_factor,
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
     )
+    join_submitit_tasks()  # the tasks of a submitit job are the processes of a DDP run
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.logger)
     )
+    check_processes(trainer)
+    writes = trainer.is_global_zero  # the other processes of a DDP run write no files
     log_config(trainer.loggers, cfg)
     if resume:
         log.info("resuming from %s", resume)
     # From here on the run directory changes: a run without metrics.json has not finished.
-    (out_dir / "metrics.json").unlink(missing_ok=True)
-    atomic_write_json(out_dir / "run_info.json", record)
+    if writes:
+        (out_dir / "metrics.json").unlink(missing_ok=True)
+        atomic_write_json(out_dir / "run_info.json", record)
     # The checkpoint folder exists even when no checkpoint gets written (a run that diverges
     # in its first epoch), so pipelines that declare it as an output find it.
     for path in checkpoints:
@@ -122,7 +136,8 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
         ) from exc
     history = next(cb for cb in callbacks if isinstance(cb, EpochHistory))
     train_time = history.elapsed()
-    atomic_write_json(out_dir / "classes.json", datamodule.classes)
+    if writes:
+        atomic_write_json(out_dir / "classes.json", datamodule.classes)
     has_test = datamodule.split_sizes()["test"] > 0  # an image folder may have no test split
     test = (
         trainer.test(module, datamodule=datamodule, verbose=False)[0]
@@ -146,8 +161,10 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
         "seed": cfg.seed,
         "lr": cfg.optimizer.get("lr"),
         "torch_threads": torch.get_num_threads(),
+        "peak_gpu_memory_mb": peak_gpu_memory_mb(module.device),
         **{group: choices.get(group) for group in CHOICE_GROUPS},
     }
-    atomic_write_json(out_dir / "metrics.json", metrics)
+    if writes:
+        atomic_write_json(out_dir / "metrics.json", metrics)
     log.info("run finished: %s", metrics)
     return metrics

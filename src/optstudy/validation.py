@@ -40,6 +40,7 @@ RUN_RULES: dict[str, Rule] = {
         "an integer >= 2 (for an image folder: its number of class sub-folders)",
     ),
     "trainer.max_epochs": (lambda v: v >= 1, ">= 1"),
+    "compile": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 
@@ -74,6 +75,10 @@ def validate(cfg: DictConfig) -> None:
         _check(key, OmegaConf.select(cfg, key), rule)
     if cfg.divergence_factor is not None:
         _check("divergence_factor", cfg.divergence_factor, (lambda v: v > 1, "> 1 or null"))
+    if cfg.channels_last is not None:
+        _check(
+            "channels_last", cfg.channels_last, (lambda v: isinstance(v, bool), "a boolean or null")
+        )
     for name, rule in OPTIMIZER_RULES.items():
         if name in cfg.optimizer:
             _check(f"optimizer.{name}", cfg.optimizer[name], rule)

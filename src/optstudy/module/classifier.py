@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from optstudy.module.layout import input_memory_format
 from optstudy.optim import build_optimizer, build_scheduler
 
 STAGES = ("train", "val", "test")
@@ -25,6 +26,8 @@ class ImageClassifier(pl.LightningModule):
     ``optimizer`` is a factory taking parameter groups (a Hydra ``_partial_``); ``scheduler``
     a scheduler config for :func:`optstudy.optim.build_scheduler`. A non-finite loss, or one
     above ``divergence_factor`` × the first loss, stops the run and marks it diverged.
+    ``channels_last`` (None: on a GPU only) stores weights and batches NHWC; ``compile``
+    compiles the network's forward with ``torch.compile``.
     """
 
     def __init__(
@@ -35,9 +38,14 @@ class ImageClassifier(pl.LightningModule):
         num_classes: int,
         decay_norm_and_bias: bool = True,
         divergence_factor: float | None = None,
+        channels_last: bool | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
+        self.channels_last = channels_last
+        self.compile = compile
+        self.memory_format = torch.contiguous_format
         self.optimizer_factory = optimizer
         self.scheduler_cfg = scheduler
         self.decay_norm_and_bias = decay_norm_and_bias
@@ -54,13 +62,22 @@ class ImageClassifier(pl.LightningModule):
         self.initial_loss: float | None = None
         self.diverged = False
 
+    def setup(self, stage: str) -> None:
+        """Lay the weights out for the training device, and compile the network if asked."""
+        self.memory_format = input_memory_format(
+            self.channels_last, self.trainer.strategy.root_device
+        )
+        self.net.to(memory_format=self.memory_format)
+        if self.compile and stage == "fit":
+            self.net.compile()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits."""
-        return self.net(x)
+        return self.net(x.contiguous(memory_format=self.memory_format))
 
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
-        logits = self.net(images)
+        logits = self(images)
         loss = F.cross_entropy(logits, labels)
         acc, mean_loss = self.metrics[f"{stage}_acc"], self.metrics[f"{stage}_loss"]
         acc.update(logits.detach(), labels)
@@ -72,7 +89,8 @@ class ImageClassifier(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         """One optimisation step; returns None (skipping the update) once the loss diverges."""
         loss = self._shared_step(batch, "train")
-        value = loss.item()
+        # Under DDP the mean over the processes, so that they all stop at the same step.
+        value = self.trainer.strategy.reduce(loss.detach().clone(), reduce_op="mean").item()
         if self.initial_loss is None:
             self.initial_loss = value
         limit = (

@@ -12,7 +12,20 @@ def sweep_values(values: Sequence[object]) -> str:
     return ",".join(str(v) for v in values)
 
 
+def job_devices(accelerator: str) -> int | list[int]:
+    """``trainer.devices`` of a one-device run: its own GPU when several jobs share a node, see
+    :func:`optstudy.distributed.job_gpu`."""
+    from optstudy.distributed.devices import gpu_count, job_gpu, job_number
+
+    return job_gpu(accelerator, job_number(), gpu_count())
+
+
 def register() -> None:
-    """Register ``${sweep:<list>}`` (idempotent)."""
-    if not OmegaConf.has_resolver("sweep"):
-        OmegaConf.register_new_resolver("sweep", sweep_values)
+    """Register ``${sweep:<list>}``, ``${job_gpu:<accelerator>}`` and ``${gpu_count:}``
+    (idempotent)."""
+    from optstudy.distributed.devices import gpu_count
+
+    resolvers = {"sweep": sweep_values, "job_gpu": job_devices, "gpu_count": gpu_count}
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)

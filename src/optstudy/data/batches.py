@@ -16,6 +16,15 @@ class TensorBatches:
     training has already done in it: zero in a fresh epoch, more in one resumed from a
     mid-epoch checkpoint. Both are read when iteration starts (the first ``next``), after
     Lightning has restored its progress counters.
+
+    With ``world_size`` > 1 (DDP) every process draws the same order and iterates its own
+    shard of it: process ``rank`` takes every ``world_size``-th example from position ``rank``
+    on, so batch ``i`` of all processes together is batch ``i`` of one process with a
+    ``world_size`` times larger ``batch_size``. Every process gets the same number of batches:
+    a shuffled order is padded with its first examples to a multiple of ``world_size`` (as
+    Lightning's DistributedSampler does); a fixed one (validation, test) is not, so each
+    example counts once, and each shard is cut into as many batches as the shortest one needs
+    (a batch may then hold one example more than ``batch_size``).
     """
 
     def __init__(
@@ -27,22 +36,32 @@ class TensorBatches:
         seed: int = 0,
         epoch: Callable[[], int] = lambda: 0,
         completed: Callable[[], int] = lambda: 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.images, self.labels = images, labels
         self.batch_size = batch_size
         self.shuffle, self.seed, self.epoch, self.completed = shuffle, seed, epoch, completed
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        n, w = len(self.labels), self.world_size
+        shard = math.ceil(n / w) if self.shuffle else n // w
+        return math.ceil(shard / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        b, epoch, skip = self.batch_size, self.epoch(), self.completed()
-        if not self.shuffle:
-            for start in range(skip * b, len(self.labels), b):
+        b, skip, n, w = self.batch_size, self.completed(), len(self.labels), self.world_size
+        if not self.shuffle and w == 1:
+            for start in range(skip * b, n, b):
                 yield self.images[start : start + b], self.labels[start : start + b]
             return
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.labels), generator=g).to(self.labels.device)
-        for start in range(skip * b, len(order), b):
-            idx = order[start : start + b]
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch())
+            order = torch.randperm(n, generator=g)
+            order = torch.cat([order, order[: -n % w]])  # padded to a multiple of w
+            batches = order[self.rank :: w].to(self.labels.device).split(b)
+        else:
+            shard = torch.arange(self.rank, n, w, device=self.labels.device)
+            batches = shard.tensor_split(len(self)) if len(self) else ()
+        for idx in batches[skip:]:
             yield self.images[idx], self.labels[idx]

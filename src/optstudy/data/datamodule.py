@@ -21,7 +21,8 @@ class TensorDataModule(pl.LightningDataModule):
     split gives the final number. Images stay uint8 until a batch reaches its device, where
     they are scaled to [0, 1] and normalised with ``mean`` / ``std``; training batches then go
     through ``augment`` (a batch → batch callable), if given. A source without a test split
-    (an image folder) gives an empty one.
+    (an image folder) gives an empty one. Under DDP each process serves its own shard of each
+    split, ``batch_size`` examples a batch per process.
     """
 
     def __init__(
@@ -101,15 +102,16 @@ class TensorDataModule(pl.LightningDataModule):
             seed=self.shuffle_seed,
             epoch=self._epoch,
             completed=self._completed_batches,
+            **self._shard(),
         )
 
     def val_dataloader(self) -> TensorBatches:
         """Validation batches in a fixed order."""
-        return TensorBatches(*self._splits["val"], self.eval_batch_size)
+        return TensorBatches(*self._splits["val"], self.eval_batch_size, **self._shard())
 
     def test_dataloader(self) -> TensorBatches:
         """Official test split batches in a fixed order."""
-        return TensorBatches(*self._splits["test"], self.eval_batch_size)
+        return TensorBatches(*self._splits["test"], self.eval_batch_size, **self._shard())
 
     def on_after_batch_transfer(
         self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int
@@ -122,6 +124,12 @@ class TensorDataModule(pl.LightningDataModule):
         if self.augment is not None and self.trainer is not None and self.trainer.training:
             images = self.augment(images)
         return images, labels
+
+    def _shard(self) -> dict[str, int]:
+        """This process's share of every split under DDP (see :class:`TensorBatches`)."""
+        if self.trainer is None:
+            return {}
+        return {"rank": self.trainer.global_rank, "world_size": self.trainer.world_size}
 
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer else 0

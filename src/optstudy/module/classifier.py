@@ -87,7 +87,8 @@ class ImageClassifier(pl.LightningModule):
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
-        """One optimisation step; returns None (skipping the update) once the loss diverges."""
+        """One optimisation step; returns None (skipping the update) once the loss diverges
+        (under DDP, where every process must step, the loss, whose gradients are then dropped)."""
         loss = self._shared_step(batch, "train")
         # Under DDP the mean over the processes, so that they all stop at the same step.
         value = self.trainer.strategy.reduce(loss.detach().clone(), reduce_op="mean").item()
@@ -101,9 +102,14 @@ class ImageClassifier(pl.LightningModule):
         if not math.isfinite(value) or value > limit:
             self.diverged = True
             self.trainer.should_stop = True
-            return None
+            return loss if self.trainer.world_size > 1 else None
         self.log("train_loss_step", loss, on_step=True, on_epoch=False, logger=True)
         return loss
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Drop the gradients of a diverged step: the optimizer then leaves every weight as is."""
+        if self.diverged:
+            optimizer.zero_grad(set_to_none=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         """Accumulate validation loss and accuracy."""

@@ -23,7 +23,7 @@ test: setup data
 
 # A named study (conf/study/<name>.yaml) from scratch, then its report:
 #   make study                 the default study: results/default/ and reports/default/report.html
-#   make study STUDY=e4        any other study; ARGS go to train.py, e.g. ARGS="hydra/launcher=parallel"
+#   make study STUDY=e4        any other study; ARGS go to train.py, e.g. ARGS="launcher=joblib"
 #   make study-smoke           the quick smoke study (under two minutes, offline)
 STUDY ?= default
 study: setup data

@@ -1,8 +1,7 @@
-"""Every experiment and study config composes, validates and runs a few steps; Optuna and the
-joblib launcher drive real sweeps."""
+"""Every experiment and study config composes, validates and runs a few steps; Optuna drives
+a real sweep (the launchers: test_launchers.py)."""
 
 import hashlib
-import json
 import subprocess
 import sys
 
@@ -153,15 +152,3 @@ def test_optuna_searches_the_lr_and_maximises_best_val_acc(tmp_path, cache_dir):
     assert all(1e-5 <= t["lr"] <= 1.0 for t in trials)
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(max(t["best_val_acc"] for t in trials))
-
-
-@pytest.mark.slow
-def test_joblib_launcher_runs_two_jobs_at_once_with_one_thread_each(tmp_path, cache_dir):
-    args = ["-m", "hydra/launcher=parallel", "data=digits", "model=mlp", "optimizer=sgd,adam"]
-    args += [*FEW_STEPS, f"hydra.sweep.dir={tmp_path}/sweep"]
-    result = run_train(args, tmp_path / "r", cache_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Joblib.Parallel(n_jobs=2" in result.stderr + result.stdout
-    jobs = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/metrics.json")]
-    assert sorted(j["optimizer"] for j in jobs) == ["adam", "sgd"]
-    assert {j["torch_threads"] for j in jobs} == {1}

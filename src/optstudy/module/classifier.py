@@ -61,6 +61,7 @@ class ImageClassifier(pl.LightningModule):
             metric.persistent(True)
         self.initial_loss: float | None = None
         self.diverged = False
+        self._logged_this_epoch: set[str] = set()
 
     def setup(self, stage: str) -> None:
         """Lay the weights out for the training device, and compile the network if asked."""
@@ -82,9 +83,27 @@ class ImageClassifier(pl.LightningModule):
         acc, mean_loss = self.metrics[f"{stage}_acc"], self.metrics[f"{stage}_loss"]
         acc.update(logits.detach(), labels)
         mean_loss.update(loss.detach(), weight=len(labels))
-        self.log(f"{stage}_loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage == "val")
-        self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        # Lightning computes and resets a logged metric object at the end of the epoch, over
+        # all its updates: logging it at the first step of each epoch is enough, and spares
+        # every other step the cost of self.log.
+        if stage not in self._logged_this_epoch:
+            self._logged_this_epoch.add(stage)
+            prog_bar = stage == "val"
+            self.log(f"{stage}_loss", mean_loss, on_step=False, on_epoch=True, prog_bar=prog_bar)
+            self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, prog_bar=prog_bar)
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        """A new epoch of training metrics (also after a resume in the middle of an epoch)."""
+        self._logged_this_epoch.discard("train")
+
+    def on_validation_epoch_start(self) -> None:
+        """A new round of validation metrics."""
+        self._logged_this_epoch.discard("val")
+
+    def on_test_epoch_start(self) -> None:
+        """A new round of test metrics."""
+        self._logged_this_epoch.discard("test")
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         """One optimisation step; returns None (skipping the update) once the loss diverges

@@ -58,6 +58,7 @@ def test_jobs_sharing_a_node_take_its_gpus_in_turn(monkeypatch, hydra_job):
     monkeypatch.setattr(devices, "gpu_count", lambda: 2)  # a node with two GPUs
     taken = [hydra_job([f"hydra.job.num={n}"]).trainer.devices for n in range(4)]
     assert taken == [[0], [1], [0], [1]]
+    assert hydra_job([]).trainer.devices == [0]  # a single run, which has no job number
     assert hydra_job(["hydra.job.num=3", "trainer=gpu"]).trainer.devices == [1]
     assert hydra_job(["hydra.job.num=3", "trainer=cpu"]).trainer.devices == 1
     assert hydra_job(["hydra.job.num=3", "trainer=ddp"]).trainer.devices == -1

@@ -14,10 +14,14 @@ def gpu_count() -> int:
 
 
 def job_number() -> int:
-    """The Hydra job number of this process (``hydra.job.num``; 0 outside Hydra)."""
+    """The Hydra job number of this process (``hydra.job.num``; 0 in a single run, which has
+    none, and outside Hydra)."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
-    return int(HydraConfig.get().job.num) if HydraConfig.initialized() else 0
+    if not HydraConfig.initialized():
+        return 0
+    return int(OmegaConf.select(HydraConfig.get(), "job.num", default=0))
 
 
 def job_gpu(accelerator: str, job_num: int, gpus: int) -> int | list[int]:

@@ -1,0 +1,137 @@
+"""Per-layer diagnostics of one optimizer step: gradient, parameter, update and distance norms,
+and the distribution of the effective step size (:mod:`optstudy.optim.effective_step`).
+
+A layer is the module holding a parameter: the parameter's name without its last part
+(``net.features.0.weight`` and ``net.features.0.bias`` → ``net.features.0``). The layer
+:data:`WHOLE_MODEL` is every trainable parameter together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from optstudy.optim.effective_step import effective_steps
+
+WHOLE_MODEL = "all"
+QUANTILES = (0.1, 0.5, 0.9)
+# One row per layer and measured step. Norms are L2 norms over the layer's parameters.
+COLUMNS = (
+    "step",  # optimizer steps before this one (0: the first step)
+    "epoch",
+    "layer",
+    "grad_norm",  # ‖g‖: the gradient the step used (after clipping, if any)
+    "param_norm",  # ‖θ‖ before the step
+    "update_norm",  # ‖Δθ‖ of the step
+    "update_ratio",  # ‖Δθ‖ / ‖θ‖
+    "distance_from_init",  # ‖θ − θ₀‖ before the step
+    "eff_step_p10",  # 10th percentile of the effective step size over the layer's elements
+    "eff_step_median",
+    "eff_step_p90",
+)
+
+
+def layer_of(name: str) -> str:
+    """The layer of parameter ``name``: the module path holding it."""
+    return name.rpartition(".")[0] or name
+
+
+def quantiles(values: Tensor, qs: Sequence[float] = QUANTILES) -> list[float]:
+    """The ``qs`` quantiles of ``values`` with linear interpolation between order statistics
+    (numpy's default), by ``torch.kthvalue``, which unlike ``torch.quantile`` takes inputs of
+    any size. NaN for an empty ``values``."""
+    flat = values.reshape(-1)
+    n = flat.numel()
+    if n == 0:
+        return [math.nan] * len(qs)
+    out = []
+    for q in qs:
+        position = q * (n - 1)
+        below = math.floor(position)
+        low = flat.kthvalue(below + 1).values
+        if position > below:
+            low = low + (position - below) * (flat.kthvalue(below + 2).values - low)
+        out.append(low)
+    return torch.stack(out).tolist()
+
+
+def _squared_norm(values: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(values.float()).square()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a step's diagnostics need from before the step: its number, epoch, the parameters
+    (by name) and the lr of each param group."""
+
+    step: int
+    epoch: int
+    params: dict[str, Tensor]
+    lrs: list[float]
+
+
+def take_snapshot(
+    step: int, epoch: int, params: Iterable[tuple[str, Tensor]], optimizer: Optimizer
+) -> Snapshot:
+    """Copy the ``params`` and the group lrs of ``optimizer`` just before its step."""
+    copies = {name: p.detach().clone() for name, p in params}
+    return Snapshot(step, epoch, copies, [float(g["lr"]) for g in optimizer.param_groups])
+
+
+def _row(before: Snapshot, layer: str, sums: list[list[float]], etas: list[Tensor]) -> dict:
+    """The row of ``layer`` from its parameters' squared norms (gradient, parameter, update,
+    distance) and effective step sizes."""
+    grad, param, update, distance = (math.sqrt(sum(s[i] for s in sums)) for i in range(4))
+    p10, median, p90 = quantiles(torch.cat(etas) if etas else torch.empty(0))
+    return {
+        "step": before.step,
+        "epoch": before.epoch,
+        "layer": layer,
+        "grad_norm": grad,
+        "param_norm": param,
+        "update_norm": update,
+        "update_ratio": update / param if param else math.nan,
+        "distance_from_init": distance,
+        "eff_step_p10": p10,
+        "eff_step_median": median,
+        "eff_step_p90": p90,
+    }
+
+
+def measure(
+    before: Snapshot,
+    params: dict[str, nn.Parameter],
+    initial: dict[str, Tensor],
+    optimizer: Optimizer,
+) -> list[dict[str, float | int | str]]:
+    """The rows (:data:`COLUMNS`) of the step ``optimizer`` just took from ``before``: one for
+    :data:`WHOLE_MODEL`, then one per layer. ``params``: the trainable parameters by name, as
+    they are after the step; ``initial``: their values at the start of training."""
+    steps = {id(p): eta for p, eta in effective_steps(optimizer, before.lrs)}
+    squares, etas = [], []
+    with torch.no_grad():
+        for name, p in params.items():
+            old = before.params[name]
+            gradient = torch.zeros_like(p) if p.grad is None else p.grad
+            moved = (p - old, old - initial[name].to(old.device))
+            squares.append(torch.stack([_squared_norm(t) for t in (gradient, old, *moved)]))
+            eta = steps.get(id(p))
+            etas.append(None if eta is None else torch.as_tensor(eta).to(p).expand(p.shape))
+        sums = torch.stack(squares).tolist()
+        layers: dict[str, list[int]] = {WHOLE_MODEL: list(range(len(params)))}
+        for number, name in enumerate(params):
+            layers.setdefault(layer_of(name), []).append(number)
+        return [
+            _row(
+                before,
+                layer,
+                [sums[i] for i in members],
+                [etas[i].reshape(-1) for i in members if etas[i] is not None],
+            )
+            for layer, members in layers.items()
+        ]

@@ -1,0 +1,179 @@
+"""Effective step sizes and per-layer step diagnostics, against values computed by hand and
+against the updates the optimizers actually make."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import CONF, compose_run
+from hydra.utils import instantiate
+from torch import nn
+
+from optstudy.optim import build_optimizer
+from optstudy.optim.effective_step import effective_steps, rule_for
+from optstudy.optim.step_diagnostics import COLUMNS, measure, quantiles, take_snapshot
+
+OPTIMIZERS = sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml"))
+
+
+def _optimizer(name: str, model: nn.Module, *overrides: str) -> torch.optim.Optimizer:
+    cfg, _ = compose_run([f"optimizer={name}", *overrides])
+    return build_optimizer(instantiate(cfg.optimizer), model, cfg.decay_norm_and_bias)
+
+
+class Tiny:
+    """A two-layer model with known weights and its optimizer from a config. Layer 0:
+    Linear(2→1), weight [1, 2], bias [2]; layer 1: Linear(1→1), weight [0], bias [0]."""
+
+    def __init__(self, optimizer: str, *overrides: str) -> None:
+        self.model = nn.Sequential(nn.Linear(2, 1), nn.Linear(1, 1)).double()
+        values = ([[1.0, 2.0]], [2.0], [[0.0]], [0.0])
+        with torch.no_grad():
+            for p, value in zip(self.model.parameters(), values, strict=True):
+                p.copy_(torch.tensor(value))
+        self.initial = {name: p.detach().clone() for name, p in self.model.named_parameters()}
+        self.optimizer = _optimizer(optimizer, self.model, *overrides)
+        self.steps = 0
+
+    def step(self, grads, lr_after: float | None = None) -> dict[str, dict]:
+        """Set the gradients, step (then set the lr to ``lr_after``, as a scheduler would):
+        the step's diagnostics rows by layer."""
+        for p, g in zip(self.model.parameters(), grads, strict=True):
+            p.grad = torch.tensor(g, dtype=torch.float64)
+        params = dict(self.model.named_parameters())
+        before = take_snapshot(self.steps, 0, params.items(), self.optimizer)
+        self.optimizer.step()
+        self.steps += 1
+        if lr_after is not None:
+            self.optimizer.param_groups[0]["lr"] = lr_after
+        rows = measure(before, params, self.initial, self.optimizer)
+        return {row["layer"]: row for row in rows}
+
+
+def _percentiles(row: dict) -> list[float]:
+    return [row["eff_step_p10"], row["eff_step_median"], row["eff_step_p90"]]
+
+
+# Gradients of the first step: layer 0 weight, bias; layer 1 weight, bias.
+FIRST = ([[3.0, 4.0]], [1.0], [[2.0]], [0.5])
+
+
+def test_adagrad_step_diagnostics_by_hand():
+    tiny = Tiny("adagrad", "optimizer.lr=0.1")
+    # Step 0: G = g² = [9, 16 | 1] and [4 | 0.25]; η = 0.1/√G = [1/30, 1/40 | 1/10], [1/20 | 1/5];
+    # every element moves by η·|g| = 0.1.
+    rows = tiny.step(FIRST)
+    assert list(rows) == ["all", "0", "1"] and list(rows["0"]) == list(COLUMNS)
+    first = rows["0"]
+    assert (first["step"], first["epoch"], first["distance_from_init"]) == (0, 0, 0.0)
+    assert first["grad_norm"] == pytest.approx(math.sqrt(26))
+    assert first["param_norm"] == pytest.approx(3.0)
+    assert first["update_norm"] == pytest.approx(0.1 * math.sqrt(3))
+    assert first["update_ratio"] == pytest.approx(0.1 * math.sqrt(3) / 3)
+    # Sorted η of layer 0: [1/40, 1/30, 1/10]; quantiles interpolate between order statistics.
+    assert _percentiles(first) == pytest.approx(
+        [1 / 40 + 0.2 * (1 / 30 - 1 / 40), 1 / 30, 1 / 30 + 0.8 * (1 / 10 - 1 / 30)]
+    )
+    whole = rows["all"]
+    assert whole["grad_norm"] == pytest.approx(5.5)  # √(26 + 4.25)
+    assert whole["update_norm"] == pytest.approx(0.1 * math.sqrt(5))
+    # All five η sorted: [1/40, 1/30, 1/20, 1/10, 1/5].
+    assert _percentiles(whole) == pytest.approx(
+        [1 / 40 + 0.4 * (1 / 30 - 1 / 40), 1 / 20, 1 / 10 + 0.6 * (1 / 5 - 1 / 10)]
+    )
+    # Step 1: G of layer 0 = [25, 25 | 1]: η = [1/50, 1/50 | 1/10]; layer 1 gets no gradient.
+    rows = tiny.step(([[4.0, 3.0]], [0.0], [[0.0]], [0.0]))
+    second = rows["0"]
+    assert second["step"] == 1
+    assert second["distance_from_init"] == pytest.approx(0.1 * math.sqrt(3))
+    assert rows["all"]["distance_from_init"] == pytest.approx(0.1 * math.sqrt(5))
+    assert second["update_norm"] == pytest.approx(0.1)  # 0.1·[4, 3]/5
+    assert rows["1"]["update_norm"] == 0.0 and rows["1"]["grad_norm"] == 0.0
+    assert _percentiles(second) == pytest.approx([1 / 50, 1 / 50, 1 / 50 + 0.8 * (1 / 10 - 1 / 50)])
+    assert rows["1"]["eff_step_median"] == pytest.approx((1 / 20 + 1 / 5) / 2)  # unchanged G
+
+
+def test_adam_effective_step_is_bias_corrected():
+    """After one Adam step v̂ = g², so η = lr/(|g| + ε): without the correction it would be
+    lr/(√(1−β2)·|g|), 31.6× larger."""
+    rows = Tiny("adam").step(FIRST)
+    assert rows["0"]["eff_step_median"] == pytest.approx(1e-3 / 3)
+    assert rows["all"]["eff_step_p90"] == pytest.approx(1e-3 * (1 + 0.6 * (2 - 1)))
+
+
+def test_sgd_effective_step_is_its_lr_for_every_parameter():
+    whole = Tiny("momentum", "optimizer.lr=0.05").step(FIRST)["all"]
+    assert _percentiles(whole) == [pytest.approx(0.05)] * 3
+
+
+def test_the_lr_is_the_one_the_step_used():
+    """A scheduler may change the group's lr right after the step; η uses the lr it used."""
+    rows = Tiny("adagrad", "optimizer.lr=0.1").step(FIRST, lr_after=1.0)
+    assert rows["0"]["eff_step_median"] == pytest.approx(0.1 / 3)
+
+
+def test_a_non_finite_step_gives_nan_rows_not_an_error():
+    rows = Tiny("adam").step(([[math.nan, 1.0]], [math.inf], [[2.0]], [0.5]))
+    assert math.isnan(rows["0"]["grad_norm"]) and math.isnan(rows["all"]["update_norm"])
+    assert rows["1"]["update_norm"] > 0
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 10, 101])
+def test_quantiles_are_numpys_linear_quantiles(n):
+    values = torch.randn(n, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    expected = np.quantile(values.numpy(), [0.1, 0.5, 0.9])
+    assert quantiles(values) == pytest.approx(expected.tolist())
+    assert all(math.isnan(q) for q in quantiles(torch.empty(0)))
+
+
+def test_every_optimizer_config_has_an_effective_step_rule():
+    for name in OPTIMIZERS:
+        assert rule_for(Tiny(name).optimizer) is not None, name
+
+
+def _decayed(optimizer, param, before):
+    """AdamW's decoupled decay of the step, θ·lr·λ, which is no part of η·d."""
+    group = optimizer.param_groups[0]
+    return (
+        before * group["lr"] * group["weight_decay"] if type(optimizer).__name__ == "AdamW" else 0
+    )
+
+
+def _bias_corrected_first_moment(optimizer, param):
+    state = optimizer.state[param]
+    return state["exp_avg"] / (1 - optimizer.param_groups[0]["betas"][0] ** float(state["step"]))
+
+
+# The direction d each optimizer's step follows, given (optimizer, param): Δθ = −η·d.
+DIRECTIONS = {
+    "sgd": lambda o, p: p.grad,
+    "momentum": lambda o, p: o.state[p]["momentum_buffer"],
+    "adagrad": lambda o, p: p.grad,
+    "rmsprop": lambda o, p: p.grad,
+    "adam": _bias_corrected_first_moment,
+    "adamw": _bias_corrected_first_moment,
+    "adamax": _bias_corrected_first_moment,
+    "radam": _bias_corrected_first_moment,
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIRECTIONS))
+def test_effective_step_times_direction_is_the_update(name):
+    """Over 12 steps with shrinking gradients every element moves by exactly η·d (RAdam's first
+    steps are SGD with momentum, its later ones rectified Adam)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)).double()
+    optimizer = _optimizer(name, model)
+    for t in range(12):
+        before = [p.detach().clone() for p in model.parameters()]
+        for p in model.parameters():
+            p.grad = torch.randn_like(p) / (1 + t)
+        optimizer.step()
+        etas = dict(effective_steps(optimizer))
+        for p, old in zip(model.parameters(), before, strict=True):
+            update = p.detach() - old + _decayed(optimizer, p, old)
+            expected = -etas[p] * DIRECTIONS[name](optimizer, p)
+            torch.testing.assert_close(update, expected, rtol=1e-9, atol=1e-15)

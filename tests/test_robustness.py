@@ -20,6 +20,7 @@ RUN = [
     "optimizer=adam",
     "trainer.max_epochs=3",
     "trainer.log_every_n_steps=5",
+    "callbacks.diagnostics.interval=4",
 ]
 # A real SIGTERM, sent by the run to itself in the middle of epoch 1 (20 steps per epoch).
 SIGTERM_AT_27 = ["+callbacks.kill._target_=helpers.sigterm_at.SigtermAt", "+callbacks.kill.step=27"]
@@ -56,6 +57,10 @@ def test_sigterm_then_resume_ends_like_an_uninterrupted_run(tmp_path, cache_dir)
     assert second.returncode == 0, second.stderr[-2000:]
     assert _without_time(read_metrics(cut)) == _without_time(read_metrics(full))
     assert _history(cut) == _history(full)
+    diagnostics = (full / "diagnostics.csv").read_text()
+    assert (cut / "diagnostics.csv").read_text() == diagnostics
+    # Header, then steps 0, 4, …, 56 × ("all", 6 convs, 6 batch norms, 2 linear layers).
+    assert len(diagnostics.splitlines()) == 1 + 15 * 15
     assert _logged_steps(cut) == _logged_steps(full)  # the step log survived the resume
     assert len(_logged_steps(full)) == 12
     assert not (cut / "checkpoints" / "interrupted.ckpt").exists()  # removed once finished
@@ -109,6 +114,7 @@ def test_a_diverging_run_does_not_stop_its_sweep(tmp_path, cache_dir):
     cmd = [
         sys.executable, str(ROOT / "train.py"), "-m", "data=digits", "model=mlp", "optimizer=sgd",
         "optimizer.lr=0.01,1000000.0,0.1", "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}",
+        "callbacks.diagnostics.interval=1",
         f"paths.cache_dir={cache_dir}", "callbacks.progress_bar=null",
         "trainer.enable_progress_bar=false",
     ]  # fmt: skip
@@ -120,6 +126,7 @@ def test_a_diverging_run_does_not_stop_its_sweep(tmp_path, cache_dir):
     assert by_lr[1000000.0]["status"] == "diverged" and by_lr[1000000.0]["test_acc"] is None
     diverged = next(p.parent for p in runs if json.loads(p.read_text())["lr"] == 1000000.0)
     assert (diverged / "history.csv").read_text().startswith("epoch,lr,")  # DVC's declared outputs
+    assert (diverged / "diagnostics.csv").read_text().startswith("step,epoch,layer,")
     assert (diverged / "checkpoints").is_dir()
     assert by_lr[0.01]["status"] == by_lr[0.1]["status"] == "completed"
     assert by_lr[0.1]["epochs"] == 2

@@ -130,6 +130,11 @@ BAD_INPUTS = [
     (["trainer.max_epochs=abc"], 2, "error: trainer.max_epochs=abc is invalid"),
     (["divergence_factor=0.5"], 2, "error: divergence_factor=0.5 is invalid: must be > 1 or null"),
     (["model=lenet5", "model.padding=0"], 2, "error: the model cannot take 1×8×8 inputs"),
+    (
+        ["callbacks.diagnostics.interval=0"],
+        2,
+        "error: callbacks.diagnostics.interval=0 is invalid: must be an integer >= 1",
+    ),
 ]
 
 

@@ -98,11 +98,12 @@ def read_metrics(run_dir: Path) -> dict:
 @pytest.fixture(scope="session")
 def fashion_sweep(tmp_path_factory, fashion_mnist_dir, cache_dir) -> Path:
     """A real multirun on Fashion-MNIST: SGD and Adam × seeds 0 and 1, LeNet-5, 2 epochs of 20
-    batches, the lr logged every 5 steps."""
+    batches, the lr logged and the optimizer diagnostics measured every 5 steps."""
     sweep_dir = tmp_path_factory.mktemp("sweeps") / "fashion"
     args = ["-m", "optimizer=sgd,adam", "seed=0,1", "trainer.max_epochs=2"]
     args += ["trainer.limit_train_batches=20", "trainer.limit_val_batches=2"]
     args += ["trainer.limit_test_batches=2", "trainer.log_every_n_steps=5"]
+    args += ["callbacks.diagnostics.interval=5"]
     result = run_train([*args, f"hydra.sweep.dir={sweep_dir}"], sweep_dir / "unused", cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     return sweep_dir

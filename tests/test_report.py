@@ -2,6 +2,7 @@
 diverged and failed runs are counted, never averaged."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,14 +11,19 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT, read_metrics, run_train
+from omegaconf import OmegaConf
 from PIL import Image
 from scipy import stats
 
-from optstudy.study.collect import load_lr_steps
+from optstudy.study import plots
+from optstudy.study.aggregate import prepare_runs
+from optstudy.study.collect import load_lr_steps, load_study
 
 PLOTS = {
     "learning_curves-1",
     "learning_curves-2",
+    "optimizer_diagnostics-1",
+    "optimizer_diagnostics-2",
     "lr_schedule-1",
     "lr_schedule-2",
     "lr_sensitivity",
@@ -154,6 +160,48 @@ def test_lr_schedule_comes_from_the_step_log(fashion_sweep):
     steps = load_lr_steps(run)
     assert set(logged["step"]) <= set(steps["step"]) and steps["step"].iloc[0] == 0
     assert (steps["lr"] == 0.001).all()
+
+
+def test_diagnostics_plot_shows_the_mean_over_seeds(report, fashion_sweep):
+    study = load_study([fashion_sweep])
+    runs = prepare_runs(study)
+    configs = sorted(runs["config"].unique())  # adam lr=0.001, sgd lr=0.01
+    figure = plots.optimizer_diagnostics(runs, study.diagnostics, configs)
+    step_size, grad_norm = figure.axes[0], figure.axes[1]
+    assert [line.get_label() for line in step_size.lines] == configs
+    for line, name in zip(grad_norm.lines, ("adam", "sgd"), strict=True):
+        seeds = [pd.read_csv(d / "diagnostics.csv") for d in fashion_sweep.glob(f"*-{name}-s*")]
+        whole = [s[s["layer"] == "all"].set_index("step")["grad_norm"] for s in seeds]
+        assert len(whole) == 2 and whole[0].index.tolist() == list(range(0, 40, 5))
+        np.testing.assert_allclose(line.get_ydata(), (whole[0] + whole[1]) / 2)
+    adam, sgd = (line.get_ydata() for line in step_size.lines)
+    np.testing.assert_allclose(sgd, 0.01, rtol=1e-6)  # SGD's step size is its lr (float32)
+    assert adam[-1] != adam[0]
+    assert "## Optimizer diagnostics" in (report / "report.md").read_text()
+
+
+def test_runs_without_diagnostics_still_report(tmp_path, fashion_sweep):
+    """Runs of an older version among new ones: the Adam runs have no diagnostics.csv, one of
+    them no diagnostics callback in its config; then no run has diagnostics at all."""
+    sweep, out = tmp_path / "fashion", tmp_path / "out"
+    shutil.copytree(fashion_sweep, sweep)
+    for path in sweep.glob("*-adam-s*/diagnostics.csv"):
+        path.unlink()
+    config_file = next(sweep.glob("*-adam-s0")) / ".hydra" / "config.yaml"
+    config = OmegaConf.load(config_file)
+    del config.callbacks["diagnostics"]
+    OmegaConf.save(config, config_file)
+    assert run_report(str(sweep), "--out", str(out)).returncode == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert dict(zip(summary["optimizer"], summary["seeds"], strict=True)) == {"adam": 2, "sgd": 2}
+    assert (out / "optimizer_diagnostics.png").is_file()
+    for path in sweep.glob("*/diagnostics.csv"):
+        path.unlink()
+    shutil.rmtree(out)
+    result = run_report(str(sweep), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (out / "optimizer_diagnostics.png").exists() and (out / "report.html").is_file()
+    assert "Optimizer diagnostics" not in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ NOT_HYPERPARAMETERS = (
     "paths",
     "logger",
     "callbacks.progress_bar",
+    "callbacks.diagnostics",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
     "trainer.default_root_dir",
@@ -50,6 +51,13 @@ METRIC_COLUMNS = (
 )
 # The columns of history.csv (written by optstudy.callbacks.EpochHistory).
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "elapsed_s")
+# The columns of diagnostics.csv (optstudy.optim.step_diagnostics.COLUMNS, named here so that
+# the report does not import torch).
+DIAGNOSTICS_COLUMNS = (
+    "step", "epoch", "layer", "grad_norm", "param_norm", "update_norm", "update_ratio",
+    "distance_from_init", "eff_step_p10", "eff_step_median", "eff_step_p90",
+)  # fmt: skip
+WHOLE_MODEL = "all"  # the layer of diagnostics.csv's whole-model rows
 CONFIG_PREFIX = "cfg."
 CHOICE_PREFIX = "choice."
 
@@ -66,10 +74,12 @@ class Study:
     incomplete), ``seed``, ``lr``, :data:`METRIC_COLUMNS`, :data:`MAIN_CHOICES`, the other
     config-group choices as ``choice.<group>`` and every hyper-parameter as ``cfg.<dotted key>``.
     ``histories``: history.csv of every run, long, with its ``run``.
+    ``diagnostics``: diagnostics.csv of every run that has one, long, with its ``run``.
     """
 
     runs: pd.DataFrame
     histories: pd.DataFrame
+    diagnostics: pd.DataFrame
 
 
 def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
@@ -135,11 +145,21 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     return row
 
 
+def _load_csv(run_dir: Path, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    path = run_dir / name
+    frame = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=columns)
+    return frame.assign(run=str(run_dir))
+
+
 def load_history(run_dir: Path) -> pd.DataFrame:
     """history.csv of a run (empty when it has none yet), with a ``run`` column."""
-    path = run_dir / "history.csv"
-    history = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=HISTORY_COLUMNS)
-    return history.assign(run=str(run_dir))
+    return _load_csv(run_dir, "history.csv", HISTORY_COLUMNS)
+
+
+def load_diagnostics(run_dir: Path) -> pd.DataFrame:
+    """diagnostics.csv of a run (empty when it has none: diagnostics off, or an older run),
+    with a ``run`` column."""
+    return _load_csv(run_dir, "diagnostics.csv", DIAGNOSTICS_COLUMNS)
 
 
 def load_lr_steps(run_dir: Path) -> pd.DataFrame:
@@ -176,4 +196,7 @@ def load_study(paths: Iterable[Path]) -> Study:
         raise StudyError(f"no finished run (with metrics.json) among the {len(runs)} under {where}")
     histories = pd.concat([load_history(d) for d in run_dirs], ignore_index=True)
     histories = histories.astype({column: float for column in HISTORY_COLUMNS})
-    return Study(runs=runs, histories=histories)
+    diagnostics = pd.concat([load_diagnostics(d) for d in run_dirs], ignore_index=True)
+    numbers = [column for column in DIAGNOSTICS_COLUMNS if column != "layer"]
+    diagnostics = diagnostics.astype({column: float for column in numbers})
+    return Study(runs=runs, histories=histories, diagnostics=diagnostics)

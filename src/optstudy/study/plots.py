@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from optstudy.atomic import atomic_write
-from optstudy.study.collect import load_lr_steps
+from optstudy.study.collect import WHOLE_MODEL, load_lr_steps
 
 # Line styles cycled so that configurations with equal values stay visible.
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -20,6 +20,14 @@ CURVES = (
     ("val_loss", "validation loss"),
     ("train_acc", "train accuracy"),
     ("val_acc", "validation accuracy"),
+)
+
+# Whole-model diagnostics plotted per task: (column of diagnostics.csv, title, y scale).
+DIAGNOSTICS = (
+    ("eff_step_median", "effective step size: median, 10–90% band", "log"),
+    ("grad_norm", "gradient norm", "log"),
+    ("update_ratio", "update norm / parameter norm", "log"),
+    ("distance_from_init", "distance from the initial parameters", "linear"),
 )
 
 
@@ -59,6 +67,38 @@ def learning_curves(runs: pd.DataFrame, histories: pd.DataFrame, configs: list[s
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     figure.suptitle(f"{runs['task'].iloc[0]}: mean ± std over seeds")
+    return figure
+
+
+def optimizer_diagnostics(
+    runs: pd.DataFrame, diagnostics: pd.DataFrame, configs: list[str]
+) -> Figure:
+    """The whole model's effective step size (median with its 10–90% band), gradient norm,
+    update/parameter norm ratio and distance from the initial parameters against optimizer
+    steps, one line per configuration of ``configs`` (one task's): the mean over completed
+    seeds."""
+    figure = Figure(figsize=(11, 7.5), layout="constrained")
+    axes = figure.subplots(2, 2).ravel()
+    completed = runs[(runs["status"] == "completed") & runs["config"].isin(configs)]
+    rows = diagnostics[diagnostics["layer"] == WHOLE_MODEL].merge(
+        completed[["run", "config"]], on="run"
+    )
+    for number, config in enumerate(configs):
+        by_step = rows[rows["config"] == config].groupby("step")
+        if not by_step.ngroups:  # its runs did not measure (diagnostics off, or older runs)
+            continue
+        style = LINE_STYLES[number % len(LINE_STYLES)]
+        for ax, (column, _, _) in zip(axes, DIAGNOSTICS, strict=True):
+            mean = by_step[column].mean()
+            (line,) = ax.plot(mean.index, mean, marker=".", linestyle=style, label=config)
+            if column == "eff_step_median":
+                low, high = by_step["eff_step_p10"].mean(), by_step["eff_step_p90"].mean()
+                ax.fill_between(mean.index, low, high, alpha=0.15, color=line.get_color())
+    for ax, (_, title, scale) in zip(axes, DIAGNOSTICS, strict=True):
+        ax.set(title=title, xlabel="optimizer step", yscale=scale)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize="small")
+    figure.suptitle(f"{runs['task'].iloc[0]}: optimizer diagnostics, whole model, mean over seeds")
     return figure
 
 

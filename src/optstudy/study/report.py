@@ -18,6 +18,16 @@ from optstudy.study.aggregate import SELECTION_METRIC, prepare_runs, summarize
 from optstudy.study.collect import Study, load_study
 from optstudy.study.compare import compare_to_best, reading
 
+# Name (before any task number) of the optimizer-diagnostics plots, which get a section.
+DIAGNOSTICS_PLOT = "optimizer_diagnostics"
+DIAGNOSTICS_TEXT = (
+    "The whole model's values at the steps each run measured (its diagnostics.csv has them per "
+    "layer too), mean over completed seeds. The effective step size is what an update moved a "
+    "weight per unit of the direction it followed (the gradient; for Adam-type optimizers the "
+    "bias-corrected moving average of gradients), its median over all weights with the 10–90% "
+    "band; for SGD it is the lr. A step size that keeps shrinking while the loss stops "
+    "improving is AdaGrad's stall."
+)
 # Metrics the reading may compare on (higher is better).
 READING_METRICS = ("test_acc", "final_val_acc", "best_val_acc")
 # Summary columns shown in the report as "mean ± std [95% interval]", with their titles.
@@ -79,8 +89,9 @@ def best_lr_table(summary: pd.DataFrame) -> pd.DataFrame:
 def make_figures(
     study: Study, runs: pd.DataFrame, summary: pd.DataFrame, metric: str
 ) -> dict[str, Figure]:
-    """Learning curves and lr schedules per task (the best lr of each lr-group), lr
-    sensitivity, time-to-target bars, and a performance profile when there are several tasks."""
+    """Learning curves, optimizer diagnostics (where the runs have them) and lr schedules per
+    task (the best lr of each lr-group), lr sensitivity, time-to-target bars, and a performance
+    profile when there are several tasks."""
     items: dict[str, Figure] = {}
     tasks = summary.assign(task=summary["data"] + "/" + summary["model"]).groupby(
         "task", sort=False
@@ -93,6 +104,10 @@ def make_figures(
             items[f"learning_curves{suffix}"] = plots.learning_curves(
                 task_runs, study.histories, shown
             )
+            if study.diagnostics["run"].isin(task_runs["run"]).any():
+                items[f"{DIAGNOSTICS_PLOT}{suffix}"] = plots.optimizer_diagnostics(
+                    task_runs, study.diagnostics, shown
+                )
         items[f"lr_schedule{suffix}"] = plots.lr_schedules(
             runs[runs["task"] == task], rows["config"].tolist()
         )
@@ -213,7 +228,11 @@ def write_report(
     if not incomplete.empty:
         blocks += [("h2", "Incomplete runs (no metrics.json)")]
         blocks += [("table", incomplete[["run", "config"]])]
-    blocks += [("h2", "Plots"), *[("img", image) for image in images]]
+    diagnostics = [image for image in images if image.stem.startswith(DIAGNOSTICS_PLOT)]
+    blocks += [("h2", "Plots"), *[("img", i) for i in images if i not in diagnostics]]
+    if diagnostics:
+        blocks += [("h2", "Optimizer diagnostics"), ("p", DIAGNOSTICS_TEXT)]
+        blocks += [("img", image) for image in diagnostics]
     for name, render in (("report.md", _markdown), ("report.html", _html)):
         atomic_write_text(out_dir / name, render(blocks))
         written.append(out_dir / name)

@@ -125,5 +125,6 @@ def effective_steps(
         used = {**group, "lr": group["lr"] if lrs is None else lrs[number]}
         for param in group["params"]:
             if param.grad is not None:
-                with torch.no_grad():
-                    yield param, rule(optimizer.state.get(param, {}), used)
+                with torch.no_grad():  # not around the yield: it would leak to the caller
+                    eta = rule(optimizer.state.get(param, {}), used)
+                yield param, eta

@@ -1,0 +1,65 @@
+"""Callbacks the benchmarks add to a run through its config (``+callbacks.<name>._target_``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so a clock read means the work is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepTimer(pl.Callback):
+    """Clock the training steps ``warmup`` .. ``last`` of the first epoch, from the start of
+    step ``warmup`` to the end of step ``last`` (everything the trainer does in between), and
+    write the seconds to ``path`` as JSON."""
+
+    def __init__(self, path: str, warmup: int, last: int) -> None:
+        self.path = Path(path)
+        self.warmup, self.last = warmup, last
+        self.start = float("nan")
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Start the clock at step ``warmup``."""
+        if batch_idx == self.warmup and trainer.current_epoch == 0:
+            sync(pl_module.device)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Stop the clock at step ``last``."""
+        if batch_idx == self.last and trainer.current_epoch == 0:
+            sync(pl_module.device)
+            seconds = time.perf_counter() - self.start
+            self.path.write_text(json.dumps({"seconds": seconds}))
+
+
+class FirstStepStamp(pl.Callback):
+    """Write the wall-clock time (``time.time()``) at which the first training step starts to
+    ``path`` as JSON, for a parent process that noted when it launched the run."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Stamp the first step."""
+        if trainer.global_step == 0 and batch_idx == 0:
+            self.path.write_text(json.dumps({"first_step": time.time()}))

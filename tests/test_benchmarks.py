@@ -1,0 +1,43 @@
+"""The benchmark scripts run as documented and write their JSON (the numbers themselves are
+measured on a quiet machine and kept in benchmarks/README.md, not asserted here)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    script = ROOT / "benchmarks" / name
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
+
+
+def test_throughput_compares_the_hand_loop_with_pipeline_arms(tmp_path):
+    out = tmp_path / "throughput.json"
+    args = ["--cases", "lenet5-fmnist", "--repeats", "2", "--out", str(out)]
+    arm = ["--arm", "no_bar", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
+    result = run_script("throughput.py", *args, *arm)
+    assert result.returncode == 0, result.stderr[-3000:]
+    case = json.loads(out.read_text())["cases"]["lenet5-fmnist"]
+    assert case["batch_size"] == 128 and case["steps"] == 100
+    assert case["arms"] == {"pipeline": [], "no_bar": arm[2:]}
+    rates = case["samples_per_s"]
+    assert set(rates) == {"hand", "pipeline", "no_bar"}
+    assert all(len(r) == 2 and min(r) > 0 for r in rates.values())
+    for arm_name in ("pipeline", "no_bar"):
+        expected = case["median"][arm_name] / case["median"]["hand"]
+        assert case["ratio"][arm_name] == pytest.approx(expected, rel=1e-3)
+    assert "| lenet5-fmnist | 128 |" in result.stdout
+
+
+def test_startup_measures_time_to_first_step(tmp_path):
+    out = tmp_path / "startup.json"
+    result = run_script("startup.py", "--repeats", "1", "--out", str(out), "data=digits")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["overrides"] == ["data=digits"]
+    assert 0 < report["median_cached_s"] < 120 and report["cached_s"] == [report["median_cached_s"]]

@@ -59,8 +59,8 @@ def test_channels_last_run_matches_the_default_layout(tmp_path, cache_dir):
     assert nchw["peak_gpu_memory_mb"] is None  # a CPU run has no GPU memory to report
 
 
-def test_fast_cifar10_experiment_trains_on_the_cpu(tmp_path, cache_dir):
-    args = ["experiment=fast_cifar10", "trainer=cpu", *TINY_SYNTHETIC, "data.batch_size=128"]
+def test_fast_cifar10_recipe_trains_on_the_cpu(tmp_path, cache_dir):
+    args = ["recipe=fast_cifar10", "trainer=cpu", *TINY_SYNTHETIC, "data.batch_size=128"]
     metrics = train_in_process([*args, "trainer.max_epochs=2"], tmp_path / "run", cache_dir)
     assert metrics["status"] == "completed" and metrics["steps"] == 2 * 5  # 588 / 128 → 5
     assert (metrics["model"], metrics["optimizer"]) == ("fast_cifar", "nesterov")

@@ -61,9 +61,9 @@ class Case:
 
 
 CASES = {
-    "lenet5-fmnist": Case(("model=lenet5", *FASHION_SHAPED), steps=100),
+    "lenet5-fmnist": Case(("model=lenet5", *FASHION_SHAPED), steps=200),
     "cnn_3c3d-fmnist": Case(("model=cnn_3c3d", *FASHION_SHAPED), steps=40),
-    "resnet18-cifar": Case(("model=resnet18", "data=synthetic"), steps=12, warmup=2),
+    "resnet18-cifar": Case(("model=resnet18", "data=synthetic"), steps=5, warmup=1),
 }
 
 

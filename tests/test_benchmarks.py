@@ -23,7 +23,7 @@ def test_throughput_compares_the_hand_loop_with_pipeline_arms(tmp_path):
     result = run_script("throughput.py", *args, *arm)
     assert result.returncode == 0, result.stderr[-3000:]
     case = json.loads(out.read_text())["cases"]["lenet5-fmnist"]
-    assert case["batch_size"] == 128 and case["steps"] == 100
+    assert case["batch_size"] == 128 and case["steps"] == 200
     assert case["arms"] == {"pipeline": [], "no_bar": arm[2:]}
     rates = case["samples_per_s"]
     assert set(rates) == {"hand", "pipeline", "no_bar"}

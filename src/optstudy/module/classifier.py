@@ -122,7 +122,11 @@ class ImageClassifier(pl.LightningModule):
             self.diverged = True
             self.trainer.should_stop = True
             return loss if self.trainer.world_size > 1 else None
-        self.log("train_loss_step", loss, on_step=True, on_epoch=False, logger=True)
+        # Only on the steps whose values reach the loggers (every trainer.log_every_n_steps), the
+        # check Lightning's own LearningRateMonitor makes: self.log costs about as much as a
+        # small model's step, and a value logged on other steps is never written.
+        if self.trainer._logger_connector.should_update_logs:
+            self.log("train_loss_step", loss, on_step=True, on_epoch=False, logger=True)
         return loss
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:

@@ -183,6 +183,16 @@ def table(results: dict[str, dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what the platform module knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Keep Lightning's and the run's info logging and warnings out of the benchmark output."""
@@ -220,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.cases.split(","):
             results[name] = measure(name, CASES[name], arms, args, Path(tmp))
     report = {
-        "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor(),
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else cpu_name(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),

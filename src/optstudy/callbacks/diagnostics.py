@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +9,7 @@ import pytorch_lightning as pl
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from optstudy.atomic import atomic_write_text
+from optstudy.atomic import atomic_write_csv
 from optstudy.errors import ConfigError
 from optstudy.optim.step_diagnostics import COLUMNS, WHOLE_MODEL, Snapshot, measure, take_snapshot
 
@@ -95,8 +93,4 @@ class OptimizerDiagnostics(pl.Callback):
 
     def _write(self, trainer: pl.Trainer) -> None:
         if trainer.is_global_zero:
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.rows)
-            atomic_write_text(self.path, buf.getvalue())
+            atomic_write_csv(self.path, COLUMNS, self.rows)

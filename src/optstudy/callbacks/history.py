@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 
-from optstudy.atomic import atomic_write_text
+from optstudy.atomic import atomic_write_csv
 
 COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "elapsed_s")
 
@@ -68,8 +66,4 @@ class EpochHistory(pl.Callback):
 
     def _write(self, trainer: pl.Trainer) -> None:
         if trainer.is_global_zero:
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.rows)
-            atomic_write_text(self.path, buf.getvalue())
+            atomic_write_csv(self.path, COLUMNS, self.rows)

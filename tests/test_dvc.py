@@ -108,9 +108,12 @@ def test_changing_one_configuration_reruns_only_its_runs_and_compare(repo):
 
 def _locked_with(repo: Path, stage: str, dep: Path) -> bool:
     """Whether dvc.lock records ``stage`` as run with the current content of ``dep``."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    try:
+        lock = yaml.safe_load((repo / "dvc.lock").read_text()) or {}
+    except (FileNotFoundError, yaml.YAMLError):
+        return False  # DVC rewrites the file in place: caught half-written, read it again
     md5 = hashlib.md5(dep.read_bytes()).hexdigest()
-    deps = lock["stages"].get(stage, {}).get("deps", [])
+    deps = lock.get("stages", {}).get(stage, {}).get("deps", [])
     return any(d["path"] == str(dep.relative_to(repo)) and d["md5"] == md5 for d in deps)
 
 

@@ -10,26 +10,13 @@ from pathlib import Path
 
 import pytest
 from formats import cifar_batches, write_cifar, write_image_folder, write_mnist_folder
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
 
-from optstudy import resolvers
+from optstudy import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
-resolvers.register()
-
-
-def compose_run(overrides: list[str], out_dir: Path | None = None) -> tuple[DictConfig, dict]:
-    """Compose conf/train.yaml like train.py does; return the config and the group choices."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    choices = dict(cfg.hydra.runtime.choices)
-    with open_dict(cfg):
-        del cfg["hydra"]
-        cfg.paths.output_dir = str(out_dir or "unused-output-dir")
-    return cfg, choices
+cli.project_root(ROOT)
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF, compose_run
+from conftest import CONF
 from hydra.utils import instantiate
 from torch import nn
 
+from optstudy.cli import compose
 from optstudy.optim import build_optimizer, build_scheduler
 
 OPTIMIZERS = sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml"))
@@ -34,9 +35,9 @@ def _model() -> nn.Module:
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_optimizer_and_scheduler_build_and_step(optimizer, scheduler):
-    cfg, _ = compose_run([f"optimizer={optimizer}", f"scheduler={scheduler}"])
+    cfg, _ = compose([f"optimizer={optimizer}", f"scheduler={scheduler}"])
     model = _model()
-    opt = build_optimizer(instantiate(cfg.optimizer), model, cfg.decay_norm_and_bias)
+    opt = build_optimizer(instantiate(cfg.optimizer), model, cfg.module.decay_norm_and_bias)
     sched = build_scheduler(cfg.scheduler, opt, {"step": 20, "epoch": 5})
     before = [p.detach().clone() for p in model.parameters()]
     x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
@@ -52,7 +53,7 @@ def test_optimizer_and_scheduler_build_and_step(optimizer, scheduler):
 
 
 def _lrs(scheduler: str, overrides: list[str], n: int, total: dict) -> list[float]:
-    cfg, _ = compose_run([f"scheduler={scheduler}", *overrides])
+    cfg, _ = compose([f"scheduler={scheduler}", *overrides])
     opt = build_optimizer(instantiate(cfg.optimizer), _model(), True)
     sched = build_scheduler(cfg.scheduler, opt, total)
     lrs = []
@@ -72,8 +73,8 @@ def test_exponential_staircase_is_e1_keras_decay():
     )
     expected = [1e-4 * 0.96 ** (t // 60) for t in range(200)]
     assert lrs == pytest.approx(expected, rel=1e-9)
-    cfg, _ = compose_run(["scheduler=exponential_staircase"])
-    assert cfg.scheduler.interval == "step"
+    cfg, _ = compose(["scheduler=exponential_staircase"])
+    assert cfg.scheduler.lightning.interval == "step"
 
 
 def test_exp_formula_is_e3_schedule():
@@ -108,15 +109,15 @@ def test_cosine_reaches_eta_min_at_max_epochs():
 
 
 def test_plateau_monitors_validation_loss():
-    cfg, _ = compose_run(["scheduler=plateau"])
+    cfg, _ = compose(["scheduler=plateau"])
     opt = build_optimizer(instantiate(cfg.optimizer), _model(), True)
     built = build_scheduler(cfg.scheduler, opt, {"step": 10, "epoch": 10})
     assert built["monitor"] == "val_loss" and built["interval"] == "epoch"
 
 
 def test_weight_decay_can_skip_biases_and_norm_weights():
-    cfg, _ = compose_run(["optimizer=adamw", "decay_norm_and_bias=false"])
-    opt = build_optimizer(instantiate(cfg.optimizer), _model(), cfg.decay_norm_and_bias)
+    cfg, _ = compose(["optimizer=adamw", "module.decay_norm_and_bias=false"])
+    opt = build_optimizer(instantiate(cfg.optimizer), _model(), cfg.module.decay_norm_and_bias)
     decayed, plain = opt.param_groups
     assert decayed["weight_decay"] == 0.01 and plain["weight_decay"] == 0.0
     assert all(p.ndim == 2 for p in decayed["params"]) and all(p.ndim == 1 for p in plain["params"])
@@ -127,7 +128,7 @@ def test_optimizer_defaults_are_the_library_defaults():
     import inspect
 
     for name in OPTIMIZERS:
-        cfg, _ = compose_run([f"optimizer={name}"])
+        cfg, _ = compose([f"optimizer={name}"])
         target = instantiate(cfg.optimizer).func
         defaults = inspect.signature(target).parameters
         for key, value in cfg.optimizer.items():

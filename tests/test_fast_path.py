@@ -3,10 +3,10 @@ the fast_cifar model and its experiment, and peak GPU memory in metrics.json."""
 
 import pytest
 import torch
-from conftest import compose_run
 from hydra.utils import instantiate
 from test_train_data_sets import train_in_process
 
+from optstudy.cli import compose
 from optstudy.data.synthetic import SyntheticSource
 from optstudy.module import input_memory_format
 
@@ -39,7 +39,7 @@ def test_synthetic_source_is_seeded_and_shaped():
 
 
 def test_fast_cifar_parameter_count():
-    cfg, _ = compose_run(["model=fast_cifar", "data=cifar10"])
+    cfg, _ = compose(["model=fast_cifar", "data=cifar10"])
     net = instantiate(cfg.model)
 
     def conv_bn(c_in, c_out):  # 3×3 conv without bias, BN scale and shift
@@ -52,7 +52,7 @@ def test_fast_cifar_parameter_count():
 def test_channels_last_run_matches_the_default_layout(tmp_path, cache_dir):
     args = ["data=digits", "model=cnn_2c2d", "trainer.max_epochs=2", "trainer=cpu"]
     nchw = train_in_process(args, tmp_path / "nchw", cache_dir)
-    nhwc = train_in_process([*args, "channels_last=true"], tmp_path / "nhwc", cache_dir)
+    nhwc = train_in_process([*args, "module.channels_last=true"], tmp_path / "nhwc", cache_dir)
     # Other conv kernels, other rounding: equal up to float error, not bit for bit.
     assert nhwc["final_train_loss"] == pytest.approx(nchw["final_train_loss"], rel=1e-3)
     assert nhwc["test_acc"] == pytest.approx(nchw["test_acc"], abs=0.02)
@@ -70,5 +70,5 @@ def test_fast_cifar10_recipe_trains_on_the_cpu(tmp_path, cache_dir):
 def test_compiled_run_matches_the_eager_run(tmp_path, cache_dir):
     args = ["data=digits", "model=cnn_2c2d", "trainer.max_epochs=1", "trainer=cpu"]
     eager = train_in_process(args, tmp_path / "eager", cache_dir)
-    compiled = train_in_process([*args, "compile=true"], tmp_path / "compiled", cache_dir)
+    compiled = train_in_process([*args, "module.compile=true"], tmp_path / "compiled", cache_dir)
     assert compiled["final_train_loss"] == pytest.approx(eager["final_train_loss"], rel=1e-3)

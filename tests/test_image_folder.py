@@ -6,10 +6,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import compose_run
 from formats import write_image_folder
 from PIL import Image
 
+from optstudy.cli import compose
 from optstudy.data import build_datamodule
 from optstudy.data.cache import cache_file
 from optstudy.data.image_folder import ImageFolderSource
@@ -188,7 +188,7 @@ def test_cache_key_follows_contents_and_settings_not_location(tmp_path):
 
 def test_class_count_mismatch_tells_the_setting(tmp_path, cache_dir):
     root = write_image_folder(tmp_path / "f", ["a", "b", "c"], per_class=2)
-    cfg, _ = compose_run(
+    cfg, _ = compose(
         [
             "data=image_folder",
             f"data.root={root}",

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from conftest import CONF, compose_run
+from conftest import CONF
 from hydra.utils import instantiate
 
+from optstudy.cli import compose
 from optstudy.errors import ConfigError, find_user_error
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -19,7 +20,7 @@ def test_required_models_exist():
 def _model_config(model: str, shape: tuple[int, int, int, int]):
     c, h, w, k = shape
     overrides = [f"data.channels={c}", f"data.image_size=[{h},{w}]", f"data.num_classes={k}"]
-    return compose_run([f"model={model}", *overrides])[0]
+    return compose([f"model={model}", *overrides])[0]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -51,7 +52,7 @@ def test_parameter_counts_match_the_architectures():
 
 
 def test_too_small_input_is_a_config_error():
-    cfg, _ = compose_run(["model=lenet5", "model.padding=0", "data=digits"])
+    cfg, _ = compose(["model=lenet5", "model.padding=0", "data=digits"])
     with pytest.raises(Exception) as info:
         instantiate(cfg.model)
     error = find_user_error(info.value)

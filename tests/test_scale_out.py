@@ -95,7 +95,7 @@ def test_a_ddp_run_writes_one_run_directory_once(ddp_run):
 
 def test_submitit_runs_each_job_as_a_ddp_run_of_its_tasks(joblib_sweep, submitit_sweep):
     jobs = sweep_jobs(submitit_sweep)
-    assert [j.name for j in jobs] == ["0-sgd-s0", "1-sgd-s0"]
+    assert [j.name for j in jobs] == ["0-sgd-constant-s0", "1-sgd-constant-s0"]
     for one_process, ddp_job in zip(sweep_jobs(joblib_sweep[0]), jobs, strict=True):
         assert_same_metrics(read_metrics(one_process), read_metrics(ddp_job))
     logs = sorted((submitit_sweep / ".submitit").rglob("*_log.err"))

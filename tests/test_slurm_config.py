@@ -6,10 +6,10 @@ import os
 
 import pytest
 import submitit
-from conftest import CONF
-from hydra import compose, initialize_config_dir
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
+
+from optstudy.cli import compose_job
 
 
 def sbatch_text(tmp_path, monkeypatch, overrides: list[str], jobs: int) -> str:
@@ -17,12 +17,7 @@ def sbatch_text(tmp_path, monkeypatch, overrides: list[str], jobs: int) -> str:
     (tmp_path / "srun").write_text("#!/bin/sh\n")
     (tmp_path / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=["launcher=submitit_slurm", f"hydra.sweep.dir={tmp_path}", *overrides],
-            return_hydra_config=True,
-        )
+    cfg = compose_job(["launcher=submitit_slurm", f"hydra.sweep.dir={tmp_path}", *overrides])
     params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert params.pop("_target_").endswith("SlurmLauncher")
     executor = submitit.AutoExecutor(

@@ -1,8 +1,8 @@
 """Seeded splits: the same validation (and test) images on every run and every machine."""
 
 import torch
-from conftest import compose_run
 
+from optstudy.cli import compose
 from optstudy.data import build_datamodule
 from optstudy.data.splits import seeded_split
 
@@ -18,7 +18,7 @@ def test_seeded_split_is_pinned():
 
 
 def _val_split(overrides: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    cfg, _ = compose_run(overrides)
+    cfg, _ = compose(overrides)
     datamodule = build_datamodule(cfg.data, seed=0)
     datamodule.setup()
     return next(iter(datamodule.val_dataloader()))

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 import yaml
-from conftest import CONF, ROOT, compose_run, read_metrics, run_train
-from hydra import compose, initialize_config_dir
+from conftest import CONF, ROOT, read_metrics, run_train
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from optstudy.cli import compose, compose_job
 from optstudy.validation import validate
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -27,8 +27,7 @@ FEW_STEPS = [
 def study_sweep(study: str) -> tuple[str, dict[str, list[str]]]:
     """The sweep dir of ``study`` and the values of each key its ``hydra.sweeper.params`` sweeps,
     parsed by Hydra's override parser as the basic sweeper does."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[f"study={study}"], return_hydra_config=True)
+    cfg = compose_job([f"study={study}"])
     params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
     parsed = OverridesParser.create().parse_overrides(params)
     values = {
@@ -59,10 +58,17 @@ def test_the_five_reference_experiments_and_their_studies_exist():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_validates(experiment):
-    cfg, _ = compose_run([f"experiment={experiment}"])
+    cfg, _ = compose([f"experiment={experiment}"])
     validate(cfg)
     comment = (CONF / "experiment" / f"{experiment}.yaml").read_text()
     assert f"E{experiment[1]} of SEEDS.md" in comment and "Differs" in comment
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_a_named_study_is_named_after_its_file(study):
+    """dvc.yaml names the study file once and derives the rest from its study.name."""
+    cfg, _ = compose([f"study={study}"])
+    assert cfg.get("study") is None or cfg.study.name == study
 
 
 @pytest.mark.parametrize("study", STUDIES)
@@ -71,14 +77,14 @@ def test_every_swept_value_of_a_study_composes_and_validates(study):
     assert sweep_dir == f"results/{study}"
     assert len(sweep["seed"]) >= 2 and len(sweep) >= 2
     for job in one_job_per_value(sweep):
-        cfg, _ = compose_run([f"study={study}", *job])
+        cfg, _ = compose([f"study={study}", *job])
         validate(cfg)
 
 
 def test_e4_study_sweeps_the_adagrad_grid_under_the_protocol():
     _, sweep = study_sweep("e4")
     assert sweep["optimizer.lr"] == ["0.01", "0.001", "0.0001"]
-    cfg, choices = compose_run(["study=e4", "optimizer.lr=0.001"])
+    cfg, choices = compose(["study=e4", "optimizer.lr=0.001"])
     assert (choices["optimizer"], choices["scheduler"], choices["callbacks"]) == (
         "adagrad", "plateau", "early_stopping"
     )  # fmt: skip
@@ -89,7 +95,7 @@ def test_e4_study_sweeps_the_adagrad_grid_under_the_protocol():
 def test_e3_variants_are_the_three_runs_of_the_write_up():
     runs = {}
     for variant in ("e3_sgd_fixed", "e3_sgd_exp_decay", "e3_adam"):
-        cfg, choices = compose_run(["experiment=e3_mnist_lr_strategies", f"variant={variant}"])
+        cfg, choices = compose(["experiment=e3_mnist_lr_strategies", f"variant={variant}"])
         runs[variant] = (choices["optimizer"], cfg.optimizer.lr, choices["scheduler"])
         assert (choices["data"], choices["model"], cfg.trainer.max_epochs) == ("mnist", "mlp", 10)
     assert runs == {

@@ -9,9 +9,10 @@ import json
 
 import pytest
 import torch
-from conftest import ROOT, compose_run, read_metrics, run_train
+from conftest import ROOT, read_metrics, run_train
 from formats import CIFAR_CLASSES, write_image_folder
 
+from optstudy.cli import compose
 from optstudy.data.prepare import main as prepare_main
 from optstudy.errors import ConfigError, DataError, find_user_error
 from optstudy.models.vgg16_transfer import vgg16_features
@@ -30,7 +31,7 @@ def classes_of(run_dir) -> list[str]:
 def train_in_process(overrides: list[str], run_dir, cache) -> dict:
     """What ``python train.py`` does after Hydra has composed the config."""
     quiet = ["callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
-    cfg, choices = compose_run([*overrides, f"paths.cache_dir={cache}", *quiet], run_dir)
+    cfg, choices = compose([*overrides, f"paths.cache_dir={cache}", *quiet], run_dir)
     validate(cfg)
     return train(cfg, run_dir, choices)
 
@@ -105,7 +106,7 @@ def test_corrupt_image_stops_the_run_before_training(tmp_path, cache_dir):
 
 
 def test_image_folder_needs_its_class_count(tmp_path):
-    cfg, _ = compose_run(["data=image_folder", f"data.root={tmp_path}"])
+    cfg, _ = compose(["data=image_folder", f"data.root={tmp_path}"])
     with pytest.raises(ConfigError, match=r"data\.num_classes=None is invalid: must be an integer"):
         validate(cfg)
 

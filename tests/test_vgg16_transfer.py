@@ -4,9 +4,9 @@ import logging
 
 import pytest
 import torch
-from conftest import compose_run
 from hydra.utils import instantiate
 
+from optstudy.cli import compose
 from optstudy.errors import ConfigError, find_user_error
 from optstudy.models import vgg16_weights
 from optstudy.models.vgg16_transfer import VGG16Transfer, vgg16_features
@@ -108,10 +108,10 @@ def test_torchvision_weights_are_used_when_available(monkeypatch, weights_file):
 
 
 def test_config_composes_e1_s_model():
-    cfg, _ = compose_run(["data=hollywood_stars", "model=vgg16_transfer", "model.weights=null"])
+    cfg, _ = compose(["data=hollywood_stars", "model=vgg16_transfer", "model.weights=null"])
     net = instantiate(cfg.model)
     assert net.head[-1].out_features == 17 and net.freeze_base
-    cfg, _ = compose_run(["data=hollywood_stars", "model=vgg16_transfer", "model.weights=/nope"])
+    cfg, _ = compose(["data=hollywood_stars", "model=vgg16_transfer", "model.weights=/nope"])
     with pytest.raises(Exception) as info:
         instantiate(cfg.model)
     assert isinstance(find_user_error(info.value), ConfigError)

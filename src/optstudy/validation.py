@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from optstudy.errors import ConfigError
-from optstudy.optim.build import SCHEDULE_KEYS, build_scheduler
+from optstudy.optim.build import LIGHTNING_KEY, build_scheduler, scheduler_factory
 
 Rule = tuple[Callable[[Any], bool], str]
 
@@ -40,14 +40,20 @@ RUN_RULES: dict[str, Rule] = {
         "an integer >= 2 (for an image folder: its number of class sub-folders)",
     ),
     "trainer.max_epochs": (lambda v: v >= 1, ">= 1"),
-    "compile": (lambda v: isinstance(v, bool), "true or false"),
+    "scheduler.lightning.interval": (lambda v: v in ("epoch", "step"), "epoch or step"),
+    "module.decay_norm_and_bias": (lambda v: isinstance(v, bool), "true or false"),
+    "module.divergence_factor": (lambda v: v is None or v > 1, "> 1 or null"),
+    "module.channels_last": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
+    "module.compile": (lambda v: isinstance(v, bool), "true or false"),
 }
+# Keys whose rule accepts null (the others must be set).
+NULLABLE = ("module.divergence_factor", "module.channels_last")
 
 
-def _check(key: str, value: Any, rule: Rule) -> None:
+def _check(key: str, value: Any, rule: Rule, nullable: bool = False) -> None:
     ok, allowed = rule
     try:
-        valid = value is not None and ok(value)
+        valid = (value is not None or nullable) and ok(value)
     except TypeError:
         valid = False
     if not valid:
@@ -72,13 +78,7 @@ def _first_line(exc: Exception) -> str:
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming the first invalid value of a run config."""
     for key, rule in RUN_RULES.items():
-        _check(key, OmegaConf.select(cfg, key), rule)
-    if cfg.divergence_factor is not None:
-        _check("divergence_factor", cfg.divergence_factor, (lambda v: v > 1, "> 1 or null"))
-    if cfg.channels_last is not None:
-        _check(
-            "channels_last", cfg.channels_last, (lambda v: isinstance(v, bool), "a boolean or null")
-        )
+        _check(key, OmegaConf.select(cfg, key), rule, nullable=key in NULLABLE)
     for name, rule in OPTIMIZER_RULES.items():
         if name in cfg.optimizer:
             _check(f"optimizer.{name}", cfg.optimizer[name], rule)
@@ -92,13 +92,15 @@ def validate(cfg: DictConfig) -> None:
         raise
     except Exception as exc:
         raise ConfigError(f"optimizer: {_first_line(exc)}") from exc
-    schedule_args = {k: v for k, v in cfg.scheduler.items() if k not in SCHEDULE_KEYS}
-    _check_numbers("scheduler", schedule_args, instantiate(schedule_args))
     try:
+        arguments = {k: v for k, v in cfg.scheduler.items() if k != LIGHTNING_KEY}
+        _check_numbers("scheduler", arguments, scheduler_factory(cfg.scheduler))
         scheduler = build_scheduler(
             cfg.scheduler, optimizer, {"step": 100, "epoch": cfg.trainer.max_epochs}
         )
         optimizer.step()
         scheduler["scheduler"].step(*([1.0] if "monitor" in scheduler else []))
+    except ConfigError:
+        raise
     except Exception as exc:
         raise ConfigError(f"scheduler: {_first_line(exc)}") from exc

@@ -45,3 +45,4 @@ def load_prepared(path: Path, mmap: bool = False) -> ImageSplits:
     """Load a cache file written by :func:`prepare` (tensors and strings only); with ``mmap``
     the tensors map the file instead of being read (cheap, to inspect shapes)."""
     return ImageSplits.from_dict(torch.load(path, weights_only=True, mmap=mmap))
+

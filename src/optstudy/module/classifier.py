@@ -147,8 +147,19 @@ class ImageClassifier(pl.LightningModule):
         checkpoint["initial_loss"] = self.initial_loss
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the divergence reference loss."""
+        """Restore the divergence reference loss. A checkpoint saved at the end of an epoch
+        (``last.ckpt``) holds that epoch's finished training metrics, which Lightning resets
+        only after saving: load them reset, so the next epoch's numbers are its own."""
         self.initial_loss = checkpoint.get("initial_loss")
+        epoch = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+        current = epoch.get("current", {})
+        if current.get("processed", 0) > current.get("completed", 0):
+            for stage_metric in ("train_acc", "train_loss"):
+                metric = self.metrics[stage_metric]
+                metric.reset()
+                checkpoint["state_dict"].update(
+                    metric.state_dict(prefix=f"metrics.{stage_metric}.", keep_vars=False)
+                )
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Bind the configured optimizer and scheduler to this model's parameters."""

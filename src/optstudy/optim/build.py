@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -12,8 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim import Optimizer
 
-# Keys of a scheduler config that tell Lightning how to drive the scheduler; the rest build it.
-SCHEDULE_KEYS = ("interval", "monitor")
+# The block of a scheduler config that tells Lightning how to drive the scheduler (interval,
+# monitor); the rest of the config builds the scheduler.
+LIGHTNING_KEY = "lightning"
 
 
 def param_groups(model: nn.Module, decay_norm_and_bias: bool) -> list[dict[str, Any]]:
@@ -39,22 +39,32 @@ def build_optimizer(
     return factory(param_groups(model, decay_norm_and_bias))
 
 
+def _plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def scheduler_factory(cfg: DictConfig | Mapping[str, Any]) -> partial:
+    """The scheduler factory a scheduler config describes, without its :data:`LIGHTNING_KEY`
+    block (a Hydra ``_partial_`` awaiting the optimizer)."""
+    spec = _plain(cfg)
+    spec.pop(LIGHTNING_KEY, None)
+    return instantiate(spec)
+
+
 def build_scheduler(
     cfg: DictConfig | Mapping[str, Any], optimizer: Optimizer, steps: Mapping[str, int]
 ) -> dict[str, Any]:
     """Build a Lightning ``lr_scheduler`` dict from a scheduler config.
 
-    ``interval`` ("step" or "epoch") says when the scheduler steps; ``monitor`` names the
-    metric a plateau scheduler watches. A factory with a ``total_steps`` argument the config
-    leaves out gets the number of scheduler steps of the whole run, ``steps[interval]``.
+    The config's ``lightning`` block says when the scheduler steps (``interval``: "step" or
+    "epoch") and which metric a plateau scheduler watches (``monitor``); the rest builds the
+    scheduler. A ``total_steps`` the config leaves null is filled in with the number of
+    scheduler steps of the whole run, ``steps[interval]``.
     """
-    spec = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    interval, monitor = spec.pop("interval", "epoch"), spec.pop("monitor", None)
-    factory = instantiate(spec)
-    if (
-        "total_steps" in inspect.signature(factory.func).parameters
-        and "total_steps" not in factory.keywords
-    ):
+    driving = _plain(cfg).get(LIGHTNING_KEY) or {}
+    interval, monitor = driving.get("interval", "epoch"), driving.get("monitor")
+    factory = scheduler_factory(cfg)
+    if factory.keywords.get("total_steps", 0) is None:
         factory = partial(factory, total_steps=steps[interval])
     out = {"scheduler": factory(optimizer), "interval": interval, "frequency": 1}
     if monitor:

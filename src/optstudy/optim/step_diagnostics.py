@@ -16,24 +16,10 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from optstudy.artifacts import WHOLE_MODEL
 from optstudy.optim.effective_step import effective_steps
 
-WHOLE_MODEL = "all"
 QUANTILES = (0.1, 0.5, 0.9)
-# One row per layer and measured step. Norms are L2 norms over the layer's parameters.
-COLUMNS = (
-    "step",  # optimizer steps before this one (0: the first step)
-    "epoch",
-    "layer",
-    "grad_norm",  # ‖g‖: the gradient the step used (after clipping, if any)
-    "param_norm",  # ‖θ‖ before the step
-    "update_norm",  # ‖Δθ‖ of the step
-    "update_ratio",  # ‖Δθ‖ / ‖θ‖
-    "distance_from_init",  # ‖θ − θ₀‖ before the step
-    "eff_step_p10",  # 10th percentile of the effective step size over the layer's elements
-    "eff_step_median",
-    "eff_step_p90",
-)
 
 
 def layer_of(name: str) -> str:
@@ -109,9 +95,9 @@ def measure(
     initial: dict[str, Tensor],
     optimizer: Optimizer,
 ) -> list[dict[str, float | int | str]]:
-    """The rows (:data:`COLUMNS`) of the step ``optimizer`` just took from ``before``: one for
-    :data:`WHOLE_MODEL`, then one per layer. ``params``: the trainable parameters by name, as
-    they are after the step; ``initial``: their values at the start of training."""
+    """The rows (diagnostics.csv's columns) of the step ``optimizer`` just took from ``before``:
+    one for :data:`WHOLE_MODEL`, then one per layer. ``params``: the trainable parameters by
+    name, as they are after the step; ``initial``: their values at the start of training."""
     steps = {id(p): eta for p, eta in effective_steps(optimizer, before.lrs)}
     squares, etas = [], []
     with torch.no_grad():

@@ -12,9 +12,10 @@ import math
 import pandas as pd
 from scipy import stats
 
+from optstudy.artifacts import TASK_GROUPS, task_label
 from optstudy.study.collect import CHOICE_PREFIX, CONFIG_PREFIX, Study
 
-TASK_COLUMNS = ["data", "model"]
+TASK_COLUMNS = list(TASK_GROUPS)
 BASE_COLUMNS = [*TASK_COLUMNS, "optimizer", "scheduler", "lr"]
 # Run values summarised over the seeds of a configuration.
 STAT_METRICS = (
@@ -31,6 +32,15 @@ STAT_METRICS = (
 SELECTION_METRIC = "best_val_acc"
 # Default target of time-to-target: this share of the task's best mean best_val_acc.
 TARGET_FRACTION = 0.95
+
+
+def task_labels(frame: pd.DataFrame) -> pd.Series:
+    """The task (:func:`~optstudy.artifacts.task_label`) of every row of ``frame``."""
+    return pd.Series(
+        [task_label(*values) for values in frame[TASK_COLUMNS].itertuples(index=False)],
+        index=frame.index,
+        dtype=object,
+    )
 
 
 def _display_name(column: str) -> str:
@@ -117,7 +127,7 @@ def prepare_runs(
     ]
     display = runs.rename(columns={c: _display_name(c) for c in named})
     named = [_display_name(c) for c in named]
-    runs["task"] = runs["data"].astype(str) + "/" + runs["model"].astype(str)
+    runs["task"] = task_labels(runs)
     runs["config"] = display.apply(_label, axis=1, columns=named)
     runs["lr_group"] = display.apply(_label, axis=1, columns=[c for c in named if c != "lr"])
     runs = runs.join(task_targets(runs, target, target_fraction), on=TASK_COLUMNS)
@@ -144,7 +154,8 @@ def _summarize_group(group: pd.DataFrame) -> pd.Series:
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration of ``runs`` (from :func:`prepare_runs`): its columns (see
-    :func:`config_columns`, ``cfg.``/``choice.`` dropped), ``config`` and ``lr_group`` labels,
+    :func:`config_columns`, ``cfg.``/``choice.`` dropped) after its ``task``, the ``config`` and
+    ``lr_group`` labels,
     counts of runs, seeds, diverged and incomplete runs and of runs that reached the target,
     mean/std/95% CI of :data:`STAT_METRICS` over completed runs, ``lrs_tried`` and ``best_lr``
     (the best mean :data:`SELECTION_METRIC` of its lr-group: trivially true for a lone lr).
@@ -158,6 +169,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     )
     counts = ["runs", "seeds", "diverged", "incomplete", "reached_target"]
     summary[counts] = summary[counts].astype(int)
+    summary.insert(0, "task", task_labels(summary))
     score = summary[f"{SELECTION_METRIC}_mean"]
     by_lr_group = summary.groupby([*TASK_COLUMNS, "lr_group"], dropna=False)
     summary["lrs_tried"] = by_lr_group["lr"].transform("nunique")

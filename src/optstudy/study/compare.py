@@ -36,7 +36,7 @@ def compare_to_best(summary: pd.DataFrame, runs: pd.DataFrame, metric: str) -> p
     ``summary`` comes from :func:`~optstudy.study.aggregate.summarize` over ``runs``."""
     table = pd.DataFrame(
         {
-            "task": summary["data"].astype(str) + "/" + summary["model"].astype(str),
+            "task": summary["task"],
             "config": summary["config"],
             "seeds": summary["seeds"],
             "mean": summary[f"{metric}_mean"],

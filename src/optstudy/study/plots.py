@@ -10,8 +10,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from optstudy.artifacts import WHOLE_MODEL
 from optstudy.atomic import atomic_write
-from optstudy.study.collect import WHOLE_MODEL, load_lr_steps
+from optstudy.study.collect import load_lr_steps
 
 # Line styles cycled so that configurations with equal values stay visible.
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -121,11 +122,11 @@ def lr_sensitivity(summary: pd.DataFrame, metric: str) -> Figure:
     """Mean ``metric`` (± std over seeds) against the lr, log x, one line per lr-group (the
     optimizer and whatever else varies), one panel per task; an lr without any completed run
     (all diverged or failed) is a × at the bottom."""
-    tasks = list(dict.fromkeys(summary["data"] + "/" + summary["model"]))
-    figure, axes = _axes_per_task(tasks, f"lr sensitivity: {metric} (×: no completed run)")
-    for ax, (_, task_rows) in zip(
-        axes, summary.groupby(["data", "model"], sort=False), strict=True
-    ):
+    tasks = summary.groupby("task", sort=False)
+    figure, axes = _axes_per_task(
+        list(dict.fromkeys(summary["task"])), f"lr sensitivity: {metric} (×: no completed run)"
+    )
+    for ax, (_, task_rows) in zip(axes, tasks, strict=True):
         for group, rows in task_rows.sort_values("lr").groupby("lr_group", sort=False):
             bars = ax.errorbar(
                 rows["lr"],
@@ -151,10 +152,12 @@ def lr_sensitivity(summary: pd.DataFrame, metric: str) -> Figure:
 def time_to_target_bars(summary: pd.DataFrame) -> Figure:
     """Epochs to reach the task's target validation accuracy (mean ± std over the seeds that
     reached it) per configuration of ``summary``; configurations that never did are marked."""
-    tasks = list(dict.fromkeys(summary["data"] + "/" + summary["model"]))
-    height = 1.5 + 0.4 * summary.groupby(["data", "model"]).size().max()
-    figure, axes = _axes_per_task(tasks, "epochs to the target validation accuracy", height)
-    for ax, (_, rows) in zip(axes, summary.groupby(["data", "model"], sort=False), strict=True):
+    tasks = summary.groupby("task", sort=False)
+    height = 1.5 + 0.4 * tasks.size().max()
+    figure, axes = _axes_per_task(
+        list(dict.fromkeys(summary["task"])), "epochs to the target validation accuracy", height
+    )
+    for ax, (_, rows) in zip(axes, tasks, strict=True):
         y = np.arange(len(rows))
         means = rows["epochs_to_target_mean"].fillna(0.0)
         stds = rows["epochs_to_target_std"].fillna(0.0)
@@ -182,7 +185,6 @@ def performance_profile(summary: pd.DataFrame) -> Figure:
     of tasks it reached the target within τ × the fastest lr-group's epochs to target (a group
     that missed the target on any seed, or did not run a task, counts as never)."""
     best = summary[summary["best_lr"]].copy()
-    best["task"] = best["data"] + "/" + best["model"]
     all_seeds = (best["reached_target"] == best["runs"]) & (best["runs"] > 0)
     best["cost"] = best["epochs_to_target_mean"].where(all_seeds, math.inf)
     cost = best.pivot_table(index="task", columns="lr_group", values="cost", aggfunc="min")

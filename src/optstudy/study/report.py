@@ -58,7 +58,7 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     "mean ± std [95% interval]" of the main metrics."""
     table = pd.DataFrame(
         {
-            "task": summary["data"] + "/" + summary["model"],
+            "task": summary["task"],
             "config": summary["config"],
             "seeds": summary["seeds"].astype(str) + "/" + summary["runs"].astype(str),
             "diverged": summary["diverged"],
@@ -77,7 +77,7 @@ def best_lr_table(summary: pd.DataFrame) -> pd.DataFrame:
     best = summary[summary["best_lr"] & (summary["lrs_tried"] > 1)]
     return pd.DataFrame(
         {
-            "task": best["data"] + "/" + best["model"],
+            "task": best["task"],
             "optimizer setting": best["lr_group"],
             "lrs tried": best["lrs_tried"],
             "best lr": best["lr"],
@@ -93,9 +93,7 @@ def make_figures(
     task (the best lr of each lr-group), lr sensitivity, time-to-target bars, and a performance
     profile when there are several tasks."""
     items: dict[str, Figure] = {}
-    tasks = summary.assign(task=summary["data"] + "/" + summary["model"]).groupby(
-        "task", sort=False
-    )
+    tasks = summary.groupby("task", sort=False)
     for number, (task, rows) in enumerate(tasks, start=1):
         shown = rows[rows["best_lr"]]["config"].tolist()
         suffix = f"-{number}" if tasks.ngroups > 1 else ""
@@ -170,7 +168,7 @@ METRIC_COLUMNS = (
 def summary_metrics(summary: pd.DataFrame) -> dict[str, dict[str, float | None]]:
     """The main summary numbers as nested JSON data, keyed ``<data>/<model>/<config>``."""
     return {
-        f"{row['data']}/{row['model']}/{row['config']}": {
+        f"{row['task']}/{row['config']}": {
             column: None if pd.isna(row[column]) else float(row[column])
             for column in METRIC_COLUMNS
         }

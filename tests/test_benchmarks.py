@@ -41,3 +41,18 @@ def test_startup_measures_time_to_first_step(tmp_path):
     report = json.loads(out.read_text())
     assert report["overrides"] == ["data=digits"]
     assert 0 < report["median_cached_s"] < 120 and report["cached_s"] == [report["median_cached_s"]]
+
+
+def test_grouped_compares_one_process_per_run_with_a_grouped_sweep(tmp_path):
+    out = tmp_path / "grouped.json"
+    args = ["--runs", "2", "--repeats", "1", "--members", "3", "--out", str(out)]
+    tiny = ["data=digits", "model=mlp", "trainer.limit_val_batches=1", "trainer.max_epochs=1"]
+    result = run_script("grouped.py", *args, *tiny)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["runs"] == 2 and report["overrides"] == tiny
+    assert all(len(s) == 1 and s[0] > 0 for s in report["seconds"].values())
+    medians = report["median_s"]
+    expected = medians["one_process_per_run"] / medians["grouped"]
+    assert report["speedup"] == pytest.approx(expected, rel=1e-3)
+    assert len(report["rss_mb"]) == 3 and min(report["rss_mb"]) > 0

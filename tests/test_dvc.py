@@ -21,7 +21,9 @@ ENV = {
     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     "DVC_NO_ANALYTICS": "1",
 }
-SMOKE_RUNS = [f"{o}-constant-{s}" for o in ("sgd", "momentum", "adam") for s in (0, 1, 2)]
+# One stage per optimizer × schedule of the smoke study; its three seeds train as one group.
+SMOKE_GROUPS = [f"{o}-constant" for o in ("sgd", "momentum", "adam")]
+SMOKE_RUNS = [f"{g}/{s}-{g}-s{s}" for g in SMOKE_GROUPS for s in (0, 1, 2)]
 
 
 def _run(cmd: list[str], repo: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -65,10 +67,11 @@ def test_fetched_data_is_the_version_data_dvc_records(repo):
 
 def test_repro_runs_every_stage(repo):
     output = repo.joinpath("first_repro.txt").read_text()
-    assert _stages_run(output) == {"prepare", "compare", *(f"train@{r}" for r in SMOKE_RUNS)}
+    assert _stages_run(output) == {"prepare", "compare", *(f"train@{g}" for g in SMOKE_GROUPS)}
     for run in SMOKE_RUNS:
         metrics = json.loads((repo / "results" / "runs" / run / "metrics.json").read_text())
         assert metrics["status"] == "completed" and metrics["data"] == "digits"
+        assert metrics["group"]["size"] == 3 and metrics["group"]["mode"] == "sequential"
     summary = json.loads((repo / "results" / "report" / "summary.json").read_text())
     assert sorted(summary) == [
         "digits/mlp/adam lr=0.001",
@@ -85,25 +88,25 @@ def test_status_is_clean_and_a_second_repro_runs_nothing(repo):
 
 def test_metrics_and_plots_show(repo):
     shown = _run([DVC, "metrics", "show", "--json"], repo).stdout
-    assert "best_val_acc_mean" in shown and "sgd-constant-0/metrics.json" in shown
+    assert (
+        "best_val_acc_mean"
+        in json.loads(shown)["workspace"]["data"]["results/report/summary.json"]["data"][
+            "digits/mlp/sgd lr=0.01"
+        ]
+    )
     _run([DVC, "plots", "show", "-o", "plots_html"], repo)
     page = (repo / "plots_html" / "index.html").read_text()
-    assert "learning_curves.png" in page and "history.csv" in page
+    assert "learning_curves.png" in page and "optimizer_diagnostics.png" in page
 
 
-def test_changing_one_configuration_reruns_only_its_runs_and_compare(repo):
+def test_changing_one_configuration_reruns_only_its_group_and_compare(repo):
     config = repo / "conf" / "optimizer" / "adam.yaml"
     config.write_text(config.read_text().replace("lr: 0.001 ", "lr: 0.002 "))
     ran = _stages_run(_run([DVC, "repro"], repo).stdout)
-    assert ran == {
-        "train@adam-constant-0",
-        "train@adam-constant-1",
-        "train@adam-constant-2",
-        "compare",
-    }
-    assert (
-        json.loads((repo / "results/runs/adam-constant-0/metrics.json").read_text())["lr"] == 0.002
-    )
+    assert ran == {"train@adam-constant", "compare"}
+    for seed in (0, 1, 2):
+        run = repo / f"results/runs/adam-constant/{seed}-adam-constant-s{seed}"
+        assert json.loads((run / "metrics.json").read_text())["lr"] == 0.002
 
 
 def _locked_with(repo: Path, stage: str, dep: Path) -> bool:
@@ -117,7 +120,7 @@ def _locked_with(repo: Path, stage: str, dep: Path) -> bool:
     return any(d["path"] == str(dep.relative_to(repo)) and d["md5"] == md5 for d in deps)
 
 
-def test_a_killed_repro_finishes_without_redoing_completed_runs(repo):
+def test_a_killed_repro_finishes_without_redoing_completed_groups(repo):
     config = repo / "conf" / "optimizer" / "adam.yaml"
     config.write_text(config.read_text().replace("lr: 0.002 ", "lr: 0.003 "))
     env = {**ENV, "OPTSTUDY_ROOT": str(repo)}
@@ -125,18 +128,18 @@ def test_a_killed_repro_finishes_without_redoing_completed_runs(repo):
         [DVC, "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
     )  # fmt: skip
-    first = repo / "results/runs/adam-constant-0/metrics.json"
+    first = repo / "results/runs/adam-constant/2-adam-constant-s2/metrics.json"
     deadline = time.time() + 300
     while not (first.exists() and json.loads(first.read_text())["lr"] == 0.003):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
-    while not _locked_with(repo, "train@adam-constant-0", config):  # DVC recorded the stage
+    while not _locked_with(repo, "train@adam-constant", config):  # DVC recorded the stage
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = first.stat().st_mtime_ns
     ran = _stages_run(_run([DVC, "repro"], repo).stdout)
-    assert "train@adam-constant-0" not in ran and "compare" in ran
+    assert "train@adam-constant" not in ran and "compare" in ran
     assert first.stat().st_mtime_ns == done
     assert "Data and pipelines are up to date" in _run([DVC, "status"], repo).stdout

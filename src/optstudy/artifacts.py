@@ -56,6 +56,7 @@ TASK_GROUPS = ("data", "model")
 NOT_EXPERIMENT = (
     "paths",
     "logger",
+    "launcher",
     "callbacks.progress_bar",
     "callbacks.lr_monitor",
     "callbacks.history",
@@ -115,6 +116,8 @@ class RunMetrics:
     torch_threads: int
     peak_gpu_memory_mb: float | None  # None on the CPU
     choices: Mapping[str, str | None] = field(default_factory=dict)  # CHOICE_GROUPS → option
+    # The group the run trained in (launcher=grouped): id, size, mode, member; None alone.
+    group: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record as metrics.json stores it: the choices as keys of their own."""

@@ -36,6 +36,7 @@ from optstudy.callbacks import EpochRecorder, ResumableRun, resume_from
 from optstudy.data import TensorDataModule, build_datamodule
 from optstudy.distributed.processes import check_processes, join_submitit_tasks
 from optstudy.errors import RunInterrupted
+from optstudy.grouping import current_group
 from optstudy.module import ImageClassifier
 from optstudy.provenance import provenance
 from optstudy.rundir import check_writable
@@ -193,6 +194,7 @@ def summarize(
         torch_threads=torch.get_num_threads(),
         peak_gpu_memory_mb=peak_gpu_memory_mb(run.module.device),
         choices={group: choices.get(group) for group in CHOICE_GROUPS},
+        group=current_group(),
     )
 
 

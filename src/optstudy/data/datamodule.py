@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from optstudy.data.batches import TensorBatches
-from optstudy.data.cache import Source, cache_file, load_prepared, prepare
+from optstudy.data.cache import Source, cache_file, load_prepared, load_shared, prepare
 from optstudy.data.splits import seeded_split
 from optstudy.errors import DataError
 
@@ -71,7 +71,7 @@ class TensorDataModule(pl.LightningDataModule):
         path = cache_file(self.source, self.cache_dir)
         if not path.exists():
             path = prepare(self.source, self.cache_dir)
-        data = load_prepared(path)
+        data = load_shared(path)
         self._check(data.train_images, data.classes)
         train, val = seeded_split(len(data.train_labels), self.val_fraction, self.split_seed)
         if not (len(train) and len(val)):

@@ -15,8 +15,10 @@ from scipy import stats
 from optstudy.artifacts import TASK_GROUPS, task_label
 from optstudy.study.collect import CHOICE_PREFIX, CONFIG_PREFIX, Study
 
-TASK_COLUMNS = list(TASK_GROUPS)
-BASE_COLUMNS = [*TASK_COLUMNS, "optimizer", "scheduler", "lr"]
+# The task of a run (see task_labels), then what else always tells configurations apart: the
+# phase of a tuned study (tune, defaults, final; None in a plain sweep) and the choices.
+TASK_COLUMNS = ["task"]
+BASE_COLUMNS = [*TASK_COLUMNS, "phase", *TASK_GROUPS, "optimizer", "scheduler", "lr"]
 # Run values summarised over the seeds of a configuration.
 STAT_METRICS = (
     "best_val_acc",
@@ -35,9 +37,14 @@ TARGET_FRACTION = 0.95
 
 
 def task_labels(frame: pd.DataFrame) -> pd.Series:
-    """The task (:func:`~optstudy.artifacts.task_label`) of every row of ``frame``."""
+    """The task of every row of ``frame``: its tuned study's task name (``study_task``) when it
+    has one, else :func:`~optstudy.artifacts.task_label` of its data and model."""
+    named = frame["study_task"] if "study_task" in frame else pd.Series(None, index=frame.index)
     return pd.Series(
-        [task_label(*values) for values in frame[TASK_COLUMNS].itertuples(index=False)],
+        [
+            name if isinstance(name, str) else task_label(data, model)
+            for name, data, model in zip(named, frame["data"], frame["model"], strict=True)
+        ],
         index=frame.index,
         dtype=object,
     )
@@ -113,21 +120,22 @@ def _label(row: pd.Series, columns: list[str]) -> str:
 def prepare_runs(
     study: Study, target: float | None = None, target_fraction: float = TARGET_FRACTION
 ) -> pd.DataFrame:
-    """``study.runs`` plus ``task`` (``<data>/<model>``), ``config`` (a short name of the
+    """``study.runs`` plus ``task`` (see :func:`task_labels`), ``config`` (a short name of the
     configuration, e.g. ``adam`` or ``sgd lr=0.1 scheduler=exp_formula``: the optimizer and
     every other non-task configuration column that varies, ``cfg.``/``choice.`` dropped),
     ``lr_group`` (the same without the lr), ``target_acc``, ``epochs_to_target`` and
     ``seconds_to_target`` (see :func:`task_targets`, :func:`time_to_target`)."""
     runs = study.runs.copy()
+    runs["task"] = task_labels(runs)
     columns = config_columns(runs)
     named = [
         c
         for c in columns
-        if c not in (*TASK_COLUMNS, "optimizer") and runs[c].nunique(dropna=False) > 1
+        if c not in (*TASK_COLUMNS, *TASK_GROUPS, "phase", "optimizer")
+        and runs[c].nunique(dropna=False) > 1
     ]
     display = runs.rename(columns={c: _display_name(c) for c in named})
     named = [_display_name(c) for c in named]
-    runs["task"] = task_labels(runs)
     runs["config"] = display.apply(_label, axis=1, columns=named)
     runs["lr_group"] = display.apply(_label, axis=1, columns=[c for c in named if c != "lr"])
     runs = runs.join(task_targets(runs, target, target_fraction), on=TASK_COLUMNS)
@@ -169,11 +177,12 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     )
     counts = ["runs", "seeds", "diverged", "incomplete", "reached_target"]
     summary[counts] = summary[counts].astype(int)
-    summary.insert(0, "task", task_labels(summary))
     score = summary[f"{SELECTION_METRIC}_mean"]
     by_lr_group = summary.groupby([*TASK_COLUMNS, "lr_group"], dropna=False)
     summary["lrs_tried"] = by_lr_group["lr"].transform("nunique")
     summary["best_lr"] = score.notna() & (score == by_lr_group[score.name].transform("max"))
     return summary.sort_values(
-        [*TASK_COLUMNS, score.name], ascending=[True, True, False], na_position="last"
+        [*TASK_COLUMNS, score.name],
+        ascending=[True] * len(TASK_COLUMNS) + [False],
+        na_position="last",
     ).reset_index(drop=True)

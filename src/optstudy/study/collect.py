@@ -46,7 +46,8 @@ class Study:
     """All runs found under some paths.
 
     ``runs``: one row per run directory: ``run`` (its path), ``status`` (completed, diverged or
-    incomplete), ``seed``, ``lr``, the metrics.json fields of
+    incomplete), ``seed``, ``lr``, ``phase`` and ``study_task`` (a tuned study's phase and
+    task name, else None), the metrics.json fields of
     :data:`~optstudy.artifacts.METRIC_FIELDS`, the choices of
     :data:`~optstudy.artifacts.CHOICE_GROUPS`, the other config-group choices as
     ``choice.<group>`` and every hyper-parameter as ``cfg.<dotted key>`` (the seed and the
@@ -109,6 +110,8 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         "status": metrics.get("status", INCOMPLETE),
         "seed": config.get("seed"),
         "lr": OmegaConf.select(config, "optimizer.lr"),
+        "phase": OmegaConf.select(config, "study.phase"),  # tune, defaults, final (tuned study)
+        "study_task": OmegaConf.select(config, "study.task"),
     }
     row.update({key: metrics.get(key) for key in METRIC_FIELDS})
     choices = _choices(run_dir)

@@ -1,7 +1,7 @@
 # Two commands on a fresh Debian/Ubuntu machine:
 #   make run    install everything, fill data/, then `dvc repro`: the default study and its report
 #   make test   install everything, then run lint and the test suite
-# More: make train ARGS="optimizer=adagrad" (one run), make study / study-smoke (Hydra sweeps).
+# More: make train ARGS="optimizer=adagrad" (one run), make study / study-smoke (a study and its report).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -22,14 +22,13 @@ test: setup data
 	$(PY) -m pytest $(ARGS)
 
 # A named study (conf/study/<name>.yaml) from scratch, then its report:
-#   make study                 the default study: results/default/ and reports/default/report.html
+#   make study                 the tuned default study: results/default/ and results/default/report/
 #   make study STUDY=e4        any other study; ARGS go to train.py, e.g. ARGS="launcher=joblib"
-#   make study-smoke           the quick smoke study (under two minutes, offline)
+#   make study-smoke           the quick smoke study (about two minutes, offline)
 STUDY ?= default
 study: setup data
 	rm -rf results/$(STUDY)
-	$(PY) train.py -m study=$(STUDY) $(ARGS)
-	$(PY) -m optstudy.report results/$(STUDY) --out reports/$(STUDY)
+	$(PY) -m optstudy.study run study=$(STUDY) $(ARGS)
 
 study-smoke:
 	$(MAKE) study STUDY=smoke

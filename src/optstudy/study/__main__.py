@@ -6,7 +6,8 @@
 
 ``run``: tune (the tuning grid and the library-defaults runs) → select (on validation) →
 final (fresh seeds at the selected settings) → report, into ``results/<study>/`` (the report
-in ``results/<study>/report/``). Each training phase is one ``python train.py -m`` sweep of the
+in ``results/<study>/report/``); a plain study (no ``study.tuning``, e.g. ``e4``) is its sweep
+and the report. Each training phase is one ``python train.py -m`` sweep of the
 study sweeper (``hydra/sweeper=study``), its runs trained in groups. ``select`` writes
 ``selected.yaml`` and ``selection.json`` from the tuning runs; ``prepare`` decodes the data
 sets of the study's tasks into the cache.
@@ -93,14 +94,29 @@ def train_phase(phase: str, overrides: list[str], results: Path) -> None:
         raise ConfigError(f"the {phase} phase failed (see its output above)")
 
 
+def sweep(overrides: list[str], results: Path) -> None:
+    """A plain study (a sweep without a tuning block): ``python train.py -m`` into ``results``."""
+    command = [sys.executable, str(cli.project_root() / "train.py"), "-m", *overrides]
+    command.append(f"hydra.sweep.dir={results}")
+    print(f"== sweep: {' '.join(command[2:])}", flush=True)
+    if subprocess.run(command, cwd=cli.project_root()).returncode:
+        raise ConfigError("the sweep failed (see its output above)")
+
+
 def run(overrides: list[str]) -> None:
-    """tune → select → final → report."""
+    """A tuned study: tune → select → final → report; a plain one: its sweep → report."""
+    from omegaconf import OmegaConf
+
     from optstudy.study.report import write_report
 
     results = ROOT_RESULTS / study_name(overrides)
-    train_phase("tune", overrides, results)
-    select(overrides, results / "tune", results)
-    train_phase("final", overrides, results)
+    cfg, _ = cli.compose(overrides)
+    if OmegaConf.select(cfg, "study.tuning") is None:
+        sweep(overrides, results)
+    else:
+        train_phase("tune", overrides, results)
+        select(overrides, results / "tune", results)
+        train_phase("final", overrides, results)
     written = write_report([results], results / "report")
     print(f"report: {results / 'report' / 'report.html'} ({len(written)} files)")
 

@@ -96,10 +96,10 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
     source = datamodule.source
     record = provenance(Path(cfg.paths.root_dir), source.name, source.fingerprint())
     module = ImageClassifier(
-        net=instantiate(cfg.model),
+        net=instantiate(cfg.model, num_classes=datamodule.num_classes),
         optimizer=instantiate(cfg.optimizer),
         scheduler=cfg.scheduler,
-        num_classes=cfg.data.num_classes,
+        num_classes=datamodule.num_classes,  # data.num_classes, or counted from the data
         decay_norm_and_bias=cfg.decay_norm_and_bias,
         divergence_factor=cfg.divergence_factor,
         channels_last=cfg.channels_last,

@@ -36,8 +36,8 @@ RUN_RULES: dict[str, Rule] = {
     "data.eval_batch_size": (lambda v: v >= 1, ">= 1"),
     "data.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
     "data.num_classes": (
-        lambda v: isinstance(v, int) and v >= 2,
-        "an integer >= 2 (for an image folder: its number of class sub-folders)",
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 2),
+        "an integer >= 2, or null to count the classes in the data",
     ),
     "trainer.max_epochs": (lambda v: v >= 1, ">= 1"),
     "compile": (lambda v: isinstance(v, bool), "true or false"),
@@ -47,7 +47,7 @@ RUN_RULES: dict[str, Rule] = {
 def _check(key: str, value: Any, rule: Rule) -> None:
     ok, allowed = rule
     try:
-        valid = value is not None and ok(value)
+        valid = ok(value)  # a rule without a None case fails on None (False or TypeError)
     except TypeError:
         valid = False
     if not valid:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from optstudy.image_size import ImageSize
 from optstudy.models.vgg16_weights import load_vgg16_features
 
 # VGG16's convolutional layout ("D" in Simonyan & Zisserman): conv widths of each stage; every
@@ -47,7 +47,7 @@ class VGG16Transfer(nn.Module):
     def __init__(
         self,
         in_channels: int,
-        image_size: Sequence[int],
+        image_size: ImageSize,
         num_classes: int,
         weights: str | Path | None = "torchvision",
         freeze_base: bool = True,

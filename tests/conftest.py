@@ -54,6 +54,23 @@ def stars_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_image_folder(tmp_path_factory.mktemp("stars"), names, per_class=6)
 
 
+@pytest.fixture(scope="session")
+def vgg16_weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded VGG16 state dict in torchvision's layout, for ``model.weights=<file>``: the conv
+    base under ``features.N.*`` plus a classifier key that the transfer model ignores."""
+    import torch
+
+    from optstudy.models.vgg16_transfer import vgg16_features
+
+    with torch.random.fork_rng():
+        torch.manual_seed(42)
+        state = {f"features.{k}": v for k, v in vgg16_features(3).state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(4, 8)  # the real one is 4096×25088
+    path = tmp_path_factory.mktemp("weights") / "vgg16.pth"
+    torch.save(state, path)
+    return path
+
+
 def run_train(
     args: list[str], run_dir: Path, cache: Path, env: dict | None = None
 ) -> subprocess.CompletedProcess:

@@ -126,10 +126,10 @@ def test_studies_run_a_few_steps(tmp_path, cache_dir, tiny_mnist_dir, fashion_mn
     assert [read_metrics(j.parent)["status"] for j in jobs] == ["completed"] * len(studies)
 
 
-def test_e1_study_runs_a_few_steps(tmp_path, cache_dir, stars_dir):
-    """E1 on a small 17-class image folder, at 32×32 and without pre-trained weights."""
+def test_e1_study_runs_a_few_steps(tmp_path, cache_dir, stars_dir, vgg16_weights_file):
+    """E1 on a small 17-class image folder, at 32×32, with a stand-in weights file."""
     args = ["study=e1", "variant=e1_adam_staircase", f"data.root={stars_dir}", *FEW_STEPS]
-    args += ["data.image_size=[32,32]", "model.weights=null"]
+    args += ["data.image_size=32", f"model.weights={vgg16_weights_file}"]
     result = run_train(args, tmp_path / "run", cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = read_metrics(tmp_path / "run")

@@ -114,10 +114,10 @@ def build(cfg: DictConfig, out_dir: Path) -> Run:
     datamodule = build_datamodule(cfg.data, cfg.seed, cfg.get("augment"))
     datamodule.prepare_data()  # find, verify and decode the data before anything else runs
     module = instantiate(cfg.module)(
-        net=instantiate(cfg.model),
+        net=instantiate(cfg.model, num_classes=datamodule.num_classes),
         optimizer=instantiate(cfg.optimizer),
         scheduler=cfg.scheduler,
-        num_classes=cfg.data.num_classes,
+        num_classes=datamodule.num_classes,  # data.num_classes, or counted from the data
     )
     join_submitit_tasks()  # the tasks of a submitit job are the processes of a DDP run
     trainer: pl.Trainer = instantiate(

@@ -36,8 +36,8 @@ RUN_RULES: dict[str, Rule] = {
     "data.eval_batch_size": (lambda v: v >= 1, ">= 1"),
     "data.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
     "data.num_classes": (
-        lambda v: isinstance(v, int) and v >= 2,
-        "an integer >= 2 (for an image folder: its number of class sub-folders)",
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 2),
+        "an integer >= 2, or null to count the classes in the data",
     ),
     "trainer.max_epochs": (lambda v: v >= 1, ">= 1"),
     "scheduler.lightning.interval": (lambda v: v in ("epoch", "step"), "epoch or step"),
@@ -46,14 +46,12 @@ RUN_RULES: dict[str, Rule] = {
     "module.channels_last": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
     "module.compile": (lambda v: isinstance(v, bool), "true or false"),
 }
-# Keys whose rule accepts null (the others must be set).
-NULLABLE = ("module.divergence_factor", "module.channels_last")
 
 
-def _check(key: str, value: Any, rule: Rule, nullable: bool = False) -> None:
+def _check(key: str, value: Any, rule: Rule) -> None:
     ok, allowed = rule
     try:
-        valid = (value is not None or nullable) and ok(value)
+        valid = ok(value)  # a rule without a None case fails on None (False or TypeError)
     except TypeError:
         valid = False
     if not valid:
@@ -78,7 +76,7 @@ def _first_line(exc: Exception) -> str:
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming the first invalid value of a run config."""
     for key, rule in RUN_RULES.items():
-        _check(key, OmegaConf.select(cfg, key), rule, nullable=key in NULLABLE)
+        _check(key, OmegaConf.select(cfg, key), rule)
     for name, rule in OPTIMIZER_RULES.items():
         if name in cfg.optimizer:
             _check(f"optimizer.{name}", cfg.optimizer[name], rule)

@@ -18,6 +18,8 @@ from optstudy import resolvers
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+# Every ready-made optimizer config (custom.yaml is a template: it names no optimizer).
+OPTIMIZERS = sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml") if p.stem != "custom")
 resolvers.register()
 
 

@@ -22,6 +22,7 @@ from optstudy.data import build_datamodule
 from optstudy.distributed.processes import check_processes, join_submitit_tasks
 from optstudy.errors import RunInterrupted
 from optstudy.module import ImageClassifier
+from optstudy.optim import group_split, optimizer_factory
 from optstudy.provenance import provenance
 from optstudy.rundir import check_writable
 from optstudy.tracking import log_config, plain_config
@@ -97,7 +98,8 @@ def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str]) -> dict[st
     record = provenance(Path(cfg.paths.root_dir), source.name, source.fingerprint())
     module = ImageClassifier(
         net=instantiate(cfg.model),
-        optimizer=instantiate(cfg.optimizer),
+        optimizer=optimizer_factory(cfg.optimizer),
+        param_split=group_split(cfg.optimizer),
         scheduler=cfg.scheduler,
         num_classes=cfg.data.num_classes,
         decay_norm_and_bias=cfg.decay_norm_and_bias,

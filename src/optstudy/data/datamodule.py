@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -104,6 +105,17 @@ class TensorDataModule(pl.LightningDataModule):
             completed=self._completed_batches,
             **self._shard(),
         )
+
+    def statistics_batches(self, count: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``count`` training batches of this epoch's order (this process's shard),
+        on the device and normalised, not augmented: for recomputing batch-norm statistics."""
+        x, y = self._splits["train"]
+        batches = TensorBatches(
+            x, y, self.batch_size, shuffle=True, seed=self.shuffle_seed, epoch=self._epoch,
+            **self._shard(),
+        )  # fmt: skip
+        for batch in itertools.islice(batches, count):
+            yield self.on_after_batch_transfer(batch, 0)
 
     def val_dataloader(self) -> TensorBatches:
         """Validation batches in a fixed order."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF, OPTIMIZERS, compose_run
+from conftest import CONF, NEW_OPTIMIZERS, OPTIMIZERS, compose_run
 from hydra.utils import instantiate
 from torch import nn
 
@@ -14,11 +14,6 @@ from optstudy.optim import RESERVED_KEYS, build_scheduler, optimizer_factory, op
 from optstudy.optim.schedule_free import has_modes
 
 SCHEDULERS = sorted(p.stem for p in (CONF / "scheduler").glob("*.yaml"))
-# The optimizers that torch.optim lacks, from maintained packages (and two that it has).
-NEW_OPTIMIZERS = [
-    "muon", "adafactor", "lion", "schedulefree_adamw", "schedulefree_sgd", "prodigy", "soap",
-    "adopt",
-]  # fmt: skip
 
 
 def test_every_required_choice_exists():

@@ -108,10 +108,10 @@ class ImageClassifier(pl.LightningModule):
         return self.optimizer if sf.has_modes(self.optimizer) else None
 
     def _evaluation_weights(self) -> None:
-        """Put a Schedule-Free optimizer's evaluation weights in the model, with batch-norm
-        statistics recomputed at them."""
+        """Put a Schedule-Free optimizer's evaluation weights in the model (if it holds the
+        trained ones), with batch-norm statistics recomputed at them."""
         optimizer = self._schedule_free()
-        if optimizer is None:
+        if optimizer is None or not sf.in_train_mode(optimizer):
             return
         optimizer.eval()
         batches = self.trainer.datamodule.statistics_batches(sf.BATCHNORM_BATCHES)
@@ -137,8 +137,7 @@ class ImageClassifier(pl.LightningModule):
 
     def on_train_end(self) -> None:
         """Training ends on the weights the optimizer evaluates."""
-        if optimizer := self._schedule_free():
-            optimizer.eval()
+        self._evaluation_weights()
 
     def on_test_epoch_start(self) -> None:
         """A new round of test metrics, on the weights the optimizer evaluates."""

@@ -67,7 +67,9 @@ def optimizer_factory(cfg: DictConfig | Mapping[str, Any]) -> partial:
     optimizer_class(cfg)
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     spec = {k: v for k, v in plain.items() if k not in RESERVED_KEYS}
-    return instantiate({**spec, "_partial_": True})
+    # Plain lists, not OmegaConf's: optimizers keep their arguments in their state, and
+    # checkpoints load with weights_only.
+    return instantiate({**spec, "_partial_": True, "_convert_": "all"})
 
 
 def group_split(cfg: DictConfig | Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:

@@ -18,7 +18,8 @@ from torch.optim.lr_scheduler import ConstantLR, LRScheduler
 from torch.optim.lr_scheduler import ReduceLROnPlateau as Plateau
 
 # Training batches whose batch statistics replace the running ones at x (the documentation's
-# number: "for batch in itertools.islice(train_loader, 50)").
+# number: "for batch in itertools.islice(train_loader, 50)"); always the same batches, so the
+# statistics depend on x alone.
 BATCHNORM_BATCHES = 50
 # The checkpoint key holding the trained weights y, next to the evaluated x in "state_dict".
 TRAIN_WEIGHTS = "schedule_free_train_weights"

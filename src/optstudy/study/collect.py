@@ -37,6 +37,8 @@ NOT_HYPERPARAMETERS = (
 NOT_CHOICES = ("hydra", "paths", "logger", "study", "hparams_search", "experiment", "variant")
 # Choices every run row names in a column of its own (from hydra.yaml, else metrics.json).
 MAIN_CHOICES = ("data", "model", "optimizer", "scheduler")
+# The optimizer choice that takes a user's own class (conf/optimizer/custom.yaml).
+CUSTOM_OPTIMIZER = "custom"
 # Columns every run row has, from metrics.json (NaN for incomplete runs).
 METRIC_COLUMNS = (
     "best_val_acc",
@@ -140,6 +142,8 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     row.update({key: metrics.get(key) for key in METRIC_COLUMNS})
     choices = _choices(run_dir)
     row.update({group: choices.get(group, metrics.get(group)) for group in MAIN_CHOICES})
+    if row["optimizer"] == CUSTOM_OPTIMIZER:  # a user's own class: named by its import path
+        row["optimizer"] = OmegaConf.select(config, "optimizer._target_")
     row.update({CHOICE_PREFIX + g: v for g, v in choices.items() if g not in MAIN_CHOICES})
     row.update(_flat_config(config))
     return row

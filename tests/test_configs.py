@@ -10,8 +10,10 @@ from conftest import CONF, NEW_OPTIMIZERS, OPTIMIZERS, compose_run
 from hydra.utils import instantiate
 from torch import nn
 
+from optstudy.errors import ConfigError
 from optstudy.optim import RESERVED_KEYS, build_scheduler, optimizer_factory, optimizer_from_config
 from optstudy.optim.schedule_free import has_modes
+from optstudy.validation import validate
 
 SCHEDULERS = sorted(p.stem for p in (CONF / "scheduler").glob("*.yaml"))
 
@@ -192,3 +194,33 @@ def test_muon_updates_hidden_matrices_and_adamw_the_rest():
 def test_conf_tree_mirrors_the_user_choices():
     groups = {p.name for p in Path(CONF).iterdir() if p.is_dir()}
     assert {"data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger"} <= groups
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.fusable=maybe"], "optimizer.fusable=maybe is invalid: must be true or false"),
+        (["optimizer.search_space.lr.low=2"], "optimizer.search_space.lr={'low': 2, 'high': 0.1"),
+        (["optimizer.search_space.lr.low=0"], "optimizer.search_space.lr={'low': 0,"),
+        (
+            ["+optimizer.search_space.bogus={low: 1, high: 2, log: false}"],
+            "optimizer.search_space.bogus: the optimizer has no argument bogus",
+        ),
+        (["optimizer=muon", "optimizer.param_groups.rest=3"], "optimizer.param_groups={"),
+        (
+            ["optimizer=muon", "+optimizer.param_groups.odd={use_muon: true}"],
+            "optimizer.param_groups={",
+        ),
+        (["optimizer=adafactor", "optimizer.eps=[null,-1]"], "optimizer.eps=[None, -1] is invalid"),
+        (
+            ["optimizer=schedulefree_sgd", "scheduler=plateau"],
+            "SGDScheduleFree is schedule-free: it takes scheduler=constant only",
+        ),
+    ],
+)
+def test_the_project_keys_of_an_optimizer_config_are_checked(overrides, message):
+    """fusable, search_space and param_groups: one clear message each, before training."""
+    cfg, _ = compose_run(overrides)
+    with pytest.raises(ConfigError) as raised:
+        validate(cfg)
+    assert str(raised.value).startswith(message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -16,6 +17,13 @@ from optstudy import cli
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+# Every ready-made optimizer config (custom.yaml is a template: it names no optimizer).
+OPTIMIZERS = sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml") if p.stem != "custom")
+# The optimizers beyond torch.optim's classic eleven (from torch.optim where it has them).
+NEW_OPTIMIZERS = [
+    "muon", "adafactor", "lion", "schedulefree_adamw", "schedulefree_sgd", "prodigy", "soap",
+    "adopt",
+]  # fmt: skip
 cli.project_root(ROOT)
 
 
@@ -97,6 +105,17 @@ def run_train(
 def read_metrics(run_dir: Path) -> dict:
     """The metrics.json of a run directory."""
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def without_time(metrics: dict) -> dict:
+    """metrics.json without its wall-clock time (what differs between equal runs)."""
+    return {k: v for k, v in metrics.items() if k != "train_time_s"}
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """history.csv of a run directory without its wall-clock column, as rows."""
+    with open(run_dir / "history.csv") as f:
+        return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in csv.DictReader(f)]
 
 
 @pytest.fixture(scope="session")

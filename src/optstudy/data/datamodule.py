@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -117,6 +118,17 @@ class TensorDataModule(pl.LightningDataModule):
             **self._shard(),
         )
 
+    def statistics_batches(self, count: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``count`` training batches of the first epoch's order (this process's
+        shard; the same batches whenever asked), normalised, not augmented: for recomputing
+        batch-norm statistics."""
+        x, y = self._splits["train"]
+        batches = TensorBatches(
+            x, y, self.batch_size, shuffle=True, seed=self.shuffle_seed, **self._shard()
+        )
+        for images, labels in itertools.islice(batches, count):
+            yield self._normalise(images), labels
+
     def val_dataloader(self) -> TensorBatches:
         """Validation batches in a fixed order."""
         return TensorBatches(*self._splits["val"], self.eval_batch_size, **self._shard())
@@ -131,11 +143,14 @@ class TensorDataModule(pl.LightningDataModule):
         """Scale uint8 images to [0, 1] and normalise them, on the batch's device; augment
         training batches."""
         images, labels = batch
-        mean, std = self.mean.to(images.device), self.std.to(images.device)
-        images = images.float().div_(255).sub_(mean).div_(std)
+        images = self._normalise(images)
         if self.augment is not None and self.trainer is not None and self.trainer.training:
             images = self.augment(images)
         return images, labels
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        return images.float().div_(255).sub_(mean).div_(std)
 
     def _shard(self) -> dict[str, int]:
         """This process's share of every split under DDP (see :class:`TensorBatches`)."""

@@ -11,6 +11,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim import Optimizer
 
+# The key of an optimizer config holding the tuned study's search space (argument → {low, high,
+# log}), read by the Optuna sweeper (optstudy.tuning).
+SEARCH_SPACE_KEY = "search_space"
+# Keys of an optimizer config that describe the optimizer to the project and are never passed to
+# its constructor.
+RESERVED_KEYS = ("fusable", SEARCH_SPACE_KEY)
+
 # The block of a scheduler config that tells Lightning how to drive the scheduler (interval,
 # monitor); the rest of the config builds the scheduler.
 LIGHTNING_KEY = "lightning"
@@ -41,6 +48,13 @@ def build_optimizer(
 
 def _plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def optimizer_factory(cfg: DictConfig | Mapping[str, Any]) -> partial:
+    """The optimizer factory an optimizer config describes (a Hydra ``_partial_`` taking param
+    groups), without its :data:`RESERVED_KEYS`."""
+    spec = {k: v for k, v in _plain(cfg).items() if k not in RESERVED_KEYS}
+    return instantiate(spec)
 
 
 def scheduler_factory(cfg: DictConfig | Mapping[str, Any]) -> partial:

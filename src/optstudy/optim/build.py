@@ -16,10 +16,13 @@ from optstudy.errors import ConfigError
 # The block of a scheduler config that tells Lightning how to drive the scheduler (interval,
 # monitor); the rest of the config builds the scheduler.
 LIGHTNING_KEY = "lightning"
+# The key of an optimizer config holding the tuned study's search space (argument → {low, high,
+# log}), read by the study sweeper and the Optuna sweeper (optstudy.tuning).
+SEARCH_SPACE_KEY = "search_space"
 # Keys of an optimizer config that describe the optimizer to the project and are never passed
 # to its constructor: whether it may train in a fused group, the tuned study's search space,
 # and how a model's parameters split into its param groups (see :func:`param_groups`).
-RESERVED_KEYS = ("fusable", "search_space", "param_groups")
+RESERVED_KEYS = ("fusable", SEARCH_SPACE_KEY, "param_groups")
 
 
 def _hidden_matrix(name: str, param: nn.Parameter, output_layer: str) -> bool:

@@ -60,11 +60,12 @@ class StudySweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def _search_space(self, optimizer: str) -> dict[str, Any]:
-        """The search space of ``optimizer`` from its config (``optimizer.search_space``)."""
+    def _search_space(self, arguments: list[str], optimizer: str) -> dict[str, Any]:
+        """The search space of ``optimizer`` from its config (``optimizer.search_space``), as
+        a run of this sweep composes it."""
         assert self.hydra_context is not None and self.config is not None
         cfg = self.hydra_context.config_loader.load_sweep_config(
-            self.config, [f"optimizer={optimizer}"]
+            self.config, [*arguments, f"optimizer={optimizer}"]
         )
         space = OmegaConf.select(cfg, "optimizer.search_space")
         if not space:
@@ -74,8 +75,9 @@ class StudySweeper(Sweeper):
             )
         return OmegaConf.to_container(space, resolve=True)
 
-    def jobs(self) -> list[Job]:
-        """The runs of the phase, in a fixed order."""
+    def jobs(self, arguments: list[str]) -> list[Job]:
+        """The runs of the phase, in a fixed order (``arguments``: the command line's task
+        overrides)."""
         assert self.config is not None
         if self.phase not in PHASES:
             raise ConfigError(
@@ -86,14 +88,14 @@ class StudySweeper(Sweeper):
         protocol = restrict(load_protocol(self.config.study), self.optimizers, self.schedulers)
         if self.phase == "final":
             return list(final_jobs(protocol, read_selected(Path(self.selected))))
-        spaces = {name: self._search_space(name) for name in protocol.optimizers}
+        spaces = {name: self._search_space(arguments, name) for name in protocol.optimizers}
         return [*tuning_jobs(protocol, spaces), *defaults_jobs(protocol)]
 
     def sweep(self, arguments: list[str]) -> Any:
         """Launch every run of the phase; the command line's own overrides go to every run
         (before the study's, which win)."""
         assert self.config is not None and self.launcher is not None
-        jobs = guarded(self.jobs)
+        jobs = guarded(lambda: self.jobs(arguments))
         parsed = OverridesParser.create().parse_overrides(arguments)
         swept = [o.input_line for o in parsed if o.is_sweep_override()]
         if swept:

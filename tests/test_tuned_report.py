@@ -32,11 +32,22 @@ PEAK = {"sgd": 0.1, "momentum": 0.01, "adam": 0.001}  # each optimizer's best lr
 DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "adam": 0.001}
 # Final test accuracies over seeds 1, 2, 3.
 FINAL = {
-    "t_cnn": {"momentum": (0.95, 0.96, 0.955), "adam": (0.90, 0.905, 0.91), "sgd": (0.85, 0.86, 0.855)},
-    "t_mlp": {"adam": (0.90, 0.91, 0.92), "momentum": (0.895, 0.905, 0.915), "sgd": (0.80, 0.81, 0.82)},
-}  # fmt: skip
+    "t_cnn": {
+        "momentum": (0.95, 0.96, 0.955),
+        "adam": (0.90, 0.905, 0.91),
+        "sgd": (0.85, 0.86, 0.855),
+    },
+    "t_mlp": {
+        "adam": (0.90, 0.91, 0.92),
+        "momentum": (0.895, 0.905, 0.915),
+        "sgd": (0.80, 0.81, 0.82),
+    },
+}
 # Epochs after which each optimizer's final runs reach the target (never: None).
-REACHED = {"t_cnn": {"momentum": 2, "adam": None, "sgd": None}, "t_mlp": {"adam": 2, "momentum": 3, "sgd": None}}  # fmt: skip
+REACHED = {
+    "t_cnn": {"momentum": 2, "adam": None, "sgd": None},
+    "t_mlp": {"adam": 2, "momentum": 3, "sgd": None},
+}
 
 
 def tuning_score(optimizer: str, lr: float) -> float:
@@ -115,7 +126,8 @@ def test_the_report_leads_with_the_answer(report):
 def test_final_ranking_matches_welch_and_holm_computed_independently(report):
     ranking = pd.read_csv(report / "ranking.csv")
     for task, tests in FINAL.items():
-        rows = ranking[(ranking["task"] == task) & (ranking["phase"] == "final")].set_index("config")
+        rows = ranking[(ranking["task"] == task) & (ranking["phase"] == "final")]
+        rows = rows.set_index("config")
         best = max(tests, key=lambda o: np.mean(tests[o]))
         others = [o for o in tests if o != best]
         p_values = [stats.ttest_ind(tests[o], tests[best], equal_var=False).pvalue for o in others]
@@ -148,8 +160,14 @@ def test_summary_json_carries_both_rankings_with_their_intervals(report):
 def test_ranking_table_shows_tuned_and_one_shot_side_by_side(report):
     text = (report / "report.md").read_text().split("## Ranking per task")[1]
     header = text.splitlines()[2]
-    for column in ("selected setting", "tuned test_acc [95% CI]", "tuned rank",
-                   "one-shot test_acc [95% CI]", "one-shot rank", "one-shot verdict (Holm p)"):
+    for column in (
+        "selected setting",
+        "tuned test_acc [95% CI]",
+        "tuned rank",
+        "one-shot test_acc [95% CI]",
+        "one-shot rank",
+        "one-shot verdict (Holm p)",
+    ):
         assert column in header  # fmt: skip
     assert "Kendall's τ between the tuned and one-shot rankings: 1.00" in (
         (report / "report.md").read_text()

@@ -24,6 +24,7 @@ from study_runs import Run, study_block, write_run
 from optstudy.study import plots
 from optstudy.study.aggregate import prepare_runs
 from optstudy.study.collect import load_study
+from optstudy.study.report import write_report
 from optstudy.study.tuneability import setting_scores
 
 TASKS = {"t_cnn": ("digits", "cnn"), "t_mlp": ("digits", "mlp")}
@@ -225,3 +226,38 @@ def test_lr_sensitivity_marks_the_selected_lr(study_dir):
         stars = [c for c in ax.collections if c.get_paths() and len(c.get_offsets()) == 1
                  and c.get_sizes()[0] == 180]  # fmt: skip
         assert sorted(float(c.get_offsets()[0][0]) for c in stars) == [0.001, 0.01, 0.1]
+
+
+@pytest.fixture(scope="module")
+def plain_report(tmp_path_factory) -> Path:
+    """The report of a plain sweep: two tasks, SGD at two lrs and Adam, seeds 0 and 1."""
+    root = tmp_path_factory.mktemp("plain")
+    for job, (model, (optimizer, lr, test), jitter) in enumerate(
+        itertools.product(
+            ("mlp", "cnn"), (("sgd", 0.01, 0.8), ("sgd", 0.1, 0.85), ("adam", 0.001, 0.9)),
+            (-0.003, 0.004),
+        )
+    ):  # fmt: skip
+        run = Run(optimizer, lr, job % 2, [test - 0.2, test + jitter], test + jitter, model=model,
+                  job=job)  # fmt: skip
+        write_run(root / "sweep", run)
+    write_report([root / "sweep"], root / "report")
+    return root / "report"
+
+
+def test_a_plain_sweep_keeps_its_report_with_holm_and_claims(plain_report):
+    assert _headings(plain_report)[0] == "## Reading"
+    assert "## Claims" in _headings(plain_report)
+    assert "## The answer" not in _headings(plain_report)
+    comparison = pd.read_csv(plain_report / "comparison.csv")
+    for _, group in comparison.groupby("task"):
+        others = group[group["verdict"] != "best"]
+        expected = multipletests(others["p_value"], method="holm")[1]
+        np.testing.assert_allclose(others["p_holm"], expected)
+    summary = json.loads((plain_report / "summary.json").read_text())
+    assert sorted(summary) == [
+        "claims", "digits/cnn/adam lr=0.001", "digits/cnn/sgd lr=0.01", "digits/cnn/sgd lr=0.1",
+        "digits/mlp/adam lr=0.001", "digits/mlp/sgd lr=0.01", "digits/mlp/sgd lr=0.1",
+    ]  # fmt: skip
+    verdicts = {name: claim["verdict"] for name, claim in summary["claims"].items()}
+    assert verdicts["adam_fastest_early"] == "not tested"  # a plain sweep has no final phase

@@ -276,3 +276,26 @@ def test_runs_without_wandb_do_not_import_it():
         [sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, timeout=300
     )
     assert result.stdout.strip() == "False", result.stderr[-3000:]
+
+
+def test_report_wandb_sends_a_tuned_studys_verdicts_and_tables(wandb_env, tmp_path):
+    from test_tuned_report import write_study
+
+    write_study(tmp_path / "syn")
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "optstudy.report", str(tmp_path / "syn"), "--out", str(out),
+         "--target", "0.8", "--wandb"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = _only_run(out)
+    assert (report.run["run_group"], report.run["display_name"]) == ("syn", "syn-report")
+    (logged,) = report.history
+    for table in ("claims", "ranking", "tuneability", "profile", "summary"):
+        assert logged[f"{table}._type"] == "table-file", table
+    assert logged["plots/lr_sensitivity._type"] == "image-file"
+    claims = json.loads((out / "summary.json").read_text())["claims"]
+    assert {k.removeprefix("claims/"): v for k, v in report.summary.items()
+            if k.startswith("claims/")} == {n: c["verdict"] for n, c in claims.items()}  # fmt: skip

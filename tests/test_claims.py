@@ -110,6 +110,13 @@ def test_rmsprop_adadelta_no_collapse(tmp_path, rmsprop, expected):
     assert [r["configuration"] for r in result.numbers] == ["adadelta-constant", "rmsprop-constant"]
 
 
+def test_rmsprop_without_adadelta_is_inconclusive(tmp_path):
+    runs = seeds("rmsprop", eff_steps=lambda j: [1.0, 0.9 + j])
+    result = verdict(tmp_path, "rmsprop_adadelta_no_collapse", runs)
+    assert result.verdict == "inconclusive" and "Not run: adadelta-*." in result.detail
+    assert result.numbers[0]["verdict"] == "supported"
+
+
 def _early(adam: float, sgd: float, spread: float = 1.0) -> list:
     return [
         *seeds("adam", val_accs=lambda j: [adam + spread * j, 0.9]),

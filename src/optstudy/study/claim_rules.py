@@ -34,6 +34,7 @@ SUPPORTED, REFUTED, INCONCLUSIVE, NOT_TESTED = VERDICTS = (
     "not tested",
 )
 MORE_SEEDS = "more seeds (study.final.seeds, or seed=… of its sweep) to narrow the intervals"
+RUN_THEM = "runs of the configurations not run yet (study.optimizers)"
 TRAIN_LONGER = "a longer budget (trainer.max_epochs): the step shrank but learning had not stalled"
 
 
@@ -189,6 +190,9 @@ def step_size_trend(runs: pd.DataFrame, study: Study, params: Mapping[str, Any])
             f"{_fmt(row['last_epoch_improvement'])}."
         )
         units.append(Unit(verdict, sentence, row, settle))
+    missing = [p for p in params["optimizers"] if _configurations(runs, [p]).empty]
+    if missing:
+        units.append(Unit(INCONCLUSIVE, f"Not run: {', '.join(missing)}.", {}, RUN_THEM))
     return _conclude(units)
 
 
@@ -403,7 +407,7 @@ def reported_number(runs: pd.DataFrame, study: Study, params: Mapping[str, Any])
         units.append(Unit(verdict, sentence, row, MORE_SEEDS))
     missing = [v["label"] for v, r in measured if r.empty]
     if missing:
-        units.append(Unit(INCONCLUSIVE, f"Not measured: {', '.join(missing)}.", {}, "run them"))
+        units.append(Unit(INCONCLUSIVE, f"Not measured: {', '.join(missing)}.", {}, RUN_THEM))
     return _conclude(units)
 
 

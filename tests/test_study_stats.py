@@ -14,7 +14,7 @@ from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 from optstudy.study.profile import performance_ratios, profile_scores, rho, time_costs
 from optstudy.study.stats import holm, interval, welch
-from optstudy.study.tuneability import best_so_far, budgets, expected_best
+from optstudy.study.tuneability import best_so_far, budgets, expected_best, tuneability
 
 P_VALUES = [0.01, 0.04, 0.03, 0.005, 0.2, 0.03, 0.9]
 
@@ -126,3 +126,21 @@ def test_best_so_far_and_budgets():
     assert [best_so_far([0.2, 0.8, 0.5], k) for k in (1, 2, 3, 9)] == [0.2, 0.8, 0.8, 0.8]
     assert budgets(3) == [1, 2, 3] and budgets(5) == [1, 2, 3, 4, 5]
     assert budgets(20) == [1, 2, 3, 4, 8, 16, 20]
+
+
+def test_tuneability_of_a_grid_averages_orders_and_of_a_sampler_follows_its_trials():
+    settings = pd.DataFrame(
+        {
+            "task": ["A"] * 4,
+            "configuration": ["adam-constant"] * 4,
+            "score": [0.5, 0.9, 0.0, 0.7],  # 0.0: a diverged setting
+            "trained": [True, True, False, True],
+            "trial": [3, 1, 0, 2],  # the sampler tried 0.0, 0.9, 0.7, then 0.5
+        }
+    )
+    grid = tuneability(settings, "grid").iloc[0]
+    assert (grid["tried"], grid["trained"], grid["trained_share"]) == (4, 3, 0.75)
+    assert grid["after_1"] == pytest.approx(np.mean([0.5, 0.9, 0.0, 0.7]))
+    assert grid["after_4"] == 0.9
+    sampled = tuneability(settings, "tpe").iloc[0]
+    assert [sampled[f"after_{k}"] for k in (1, 2, 3, 4)] == [0.0, 0.9, 0.9, 0.9]

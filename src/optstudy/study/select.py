@@ -32,7 +32,7 @@ SELECTED_FILE = "selected.yaml"
 SELECTION_FILE = "selection.json"
 
 
-def _scores(runs: pd.DataFrame, metric: str) -> pd.Series:
+def run_scores(runs: pd.DataFrame, metric: str) -> pd.Series:
     """Each run's selection score: its metric if it completed, else the diverged score."""
     completed = runs["status"] == COMPLETED
     return runs[metric].where(completed & runs[metric].notna(), DIVERGED_OBJECTIVE).astype(float)
@@ -46,7 +46,7 @@ def select_settings(
     runs = study.runs[study.runs["phase"] == "tune"].copy()
     if runs.empty:
         raise ConfigError("no tuning runs (study.phase=tune) to select from")
-    runs["score"] = _scores(runs, protocol.tuning.metric)
+    runs["score"] = run_scores(runs, protocol.tuning.metric)
     chosen: dict[str, dict[str, dict[str, Any]]] = {}
     for (task, optimizer, scheduler), group in runs.groupby(
         ["study_task", "optimizer", "scheduler"], sort=True

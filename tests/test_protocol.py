@@ -52,12 +52,12 @@ def test_phases_imply_their_runs():
     assert len(defaults) == 2 * 2 * 2 and all(job.setting == {} for job in defaults)
     assert {job.seed for job in defaults} == {1, 2}
     job = tune[0]
-    assert job.overrides("demo") == [
-        "study=demo", "study.task=a", "study.phase=tune", "data=digits", "model=mlp",
+    assert job.overrides() == [
+        "study.task=a", "study.phase=tune", "data=digits", "model=mlp",
         "optimizer=sgd", "scheduler=constant", "optimizer.lr=0.001", "seed=0",
     ]  # fmt: skip
     task_b = next(j for j in tune if j.task.name == "b")
-    assert "trainer.max_epochs=2" in task_b.overrides("demo")
+    assert "trainer.max_epochs=2" in task_b.overrides()
     selected = {"sgd-constant": {"a": {"lr": 0.1}, "b": {"lr": 0.01}}}
     final = list(final_jobs(protocol, selected))  # adam has no selection: no final run
     assert [(j.task.name, j.seed, j.setting) for j in final] == [

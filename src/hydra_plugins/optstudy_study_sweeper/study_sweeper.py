@@ -100,9 +100,8 @@ class StudySweeper(Sweeper):
         swept = [o.input_line for o in parsed if o.is_sweep_override()]
         if swept:
             guarded(lambda: _no_sweeps(swept))
-        study = self.config.study.name
-        log.info("study %s, phase %s: %d runs", study, self.phase, len(jobs))
-        overrides = [[*arguments, *job.overrides(study)] for job in jobs]
+        log.info("study %s, phase %s: %d runs", self.config.study.name, self.phase, len(jobs))
+        overrides = [[*arguments, *job.overrides()] for job in jobs]
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         return self.launcher.launch(overrides, initial_job_idx=0)
 

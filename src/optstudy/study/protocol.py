@@ -164,11 +164,10 @@ class Job:
     seed: int
     setting: Mapping[str, Any] = field(default_factory=dict)  # optimizer argument → value
 
-    def overrides(self, study: str) -> list[str]:
-        """The train.py overrides of this run."""
+    def overrides(self) -> list[str]:
+        """The train.py overrides of this run, after its study's ``study=<name>``."""
         setting = [f"optimizer.{k}={_override_value(v)}" for k, v in sorted(self.setting.items())]
         return [
-            f"study={study}",
             f"study.task={self.task.name}",
             f"study.phase={self.phase}",
             *self.task.job_overrides(),

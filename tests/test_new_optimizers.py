@@ -218,6 +218,14 @@ def test_your_own_optimizer_runs_end_to_end_and_ranks_in_the_report(tmp_path, ca
         ),
         ([*CUSTOM], "error: optimizer.lr is missing: set it, e.g. optimizer.lr="),
         (
+            [
+                "optimizer=custom",
+                "optimizer._target_=helpers.my_optimizers.ForgetsTheClosure",
+                "optimizer.lr=0.1",
+            ],
+            "error: optimizer: ForgetsTheClosure.step(closure) never calls its closure",
+        ),
+        (
             ["optimizer=schedulefree_adamw", "scheduler=cosine"],
             "error: AdamWScheduleFree is schedule-free: it takes scheduler=constant only",
         ),

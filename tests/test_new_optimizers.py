@@ -17,10 +17,10 @@ from test_report import run_report
 from test_robustness import WITH_HELPERS
 from test_scale_out import ONE_PROCESS, TWO_PROCESSES, assert_same_metrics
 
+from optstudy.artifacts import DIAGNOSTICS_COLUMNS as COLUMNS
 from optstudy.data import build_datamodule
 from optstudy.optim import optimizer_from_config
 from optstudy.optim.schedule_free import BATCHNORM_BATCHES, TRAIN_WEIGHTS
-from optstudy.optim.step_diagnostics import COLUMNS
 
 # 60 steps: two epochs of 30 batches, two validation and two test batches (of 1,000),
 # diagnostics every 10 steps.

@@ -17,9 +17,12 @@ run: setup data
 train: setup data
 	$(PY) train.py $(ARGS)
 
+# The suite in parallel, a file per worker at a time (its module fixtures built once), one torch
+# thread per worker so that workers do not spin against each other; the 30 slowest tests listed.
+TEST_WORKERS ?= auto
 test: setup data browser
 	$(PY) -m ruff check .
-	$(PY) -m pytest $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=30 $(ARGS)
 
 # A named study (conf/study/<name>.yaml) from scratch, then its report:
 #   make study                 the tuned default study: results/default/ and results/default/report/

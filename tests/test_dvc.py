@@ -23,7 +23,7 @@ ENV = {
     "DVC_NO_ANALYTICS": "1",
 }
 # One tune and one final stage per optimizer × schedule of the smoke study.
-SMOKE_CONFIGS = [f"{o}-constant" for o in ("sgd", "momentum", "adam")]
+SMOKE_CONFIGS = [f"{o}-constant" for o in ("sgd", "adam")]
 SMOKE_TASKS = ("digits_mlp", "digits_cnn")
 RESULTS = Path("results/smoke")
 
@@ -100,7 +100,9 @@ def test_status_is_clean_and_a_second_repro_runs_nothing(repo):
 
 def test_metrics_and_plots_show(repo):
     shown = json.loads(_run([DVC, "metrics", "show", "--json"], repo).stdout)
-    data = shown["workspace"]["data"]
+    # The one revision shown is the workspace (keyed "" by DVC 3.6x, "workspace" before).
+    (workspace,) = shown.values()
+    data = workspace["data"]
     assert set(data) >= {"results/smoke/selection.json", "results/smoke/report/summary.json"}
     selection = data["results/smoke/selection.json"]["data"]
     assert selection["adam-constant"]["digits_mlp"]["tried"] >= 3

@@ -338,3 +338,4 @@ def test_on_a_file_system_without_locks_the_run_goes_on_with_a_warning(
     assert warning.getMessage() == (
         f"cannot lock {tmp_path / LOCK_FILE} (No locks available): runs in it are not kept apart"
     )
+    assert not list(tmp_path.iterdir())

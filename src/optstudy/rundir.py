@@ -76,6 +76,7 @@ def _lock(path: Path) -> int | None:
             ) from None
         except OSError as exc:  # some NFS or Lustre mounts have no locks
             os.close(fd)
+            path.unlink(missing_ok=True)
             log.warning("cannot lock %s (%s): runs in it are not kept apart", path, exc.strerror)
             return None
         if _same_file(fd, path):

@@ -2,9 +2,12 @@
 two runs in one run directory, a lock left by a killed run, SIGKILL during a checkpoint write.
 (A refused rerun that changes nothing: test_robustness.py.)"""
 
+import builtins
 import csv
 import errno
 import fcntl
+import io
+import json
 import logging
 import os
 import re
@@ -13,15 +16,22 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from contextlib import suppress
 
 import pytest
 import torch
 from conftest import ROOT, read_metrics, run_train, snapshot, train_command
+from formats import labelled_images, write_idx
+from helpers.faults import faulty_open, no_space, sigkill
 
+from optstudy import cli
 from optstudy.artifacts import CONFIG_FILE, LOCK_FILE
-from optstudy.data.cache import DIGEST_KEY, load_prepared, prepare
+from optstudy.atomic import atomic_write_json, leftover_temp_files
+from optstudy.checkpoint_io import AtomicCheckpointIO
+from optstudy.data.cache import DIGEST_KEY, cache_file, load_prepared, prepare
 from optstudy.data.digits import DigitsSource
+from optstudy.data.mnist import FILES, IdxSource
 from optstudy.errors import RunDirInUse
 from optstudy.joblog import JobLogFile
 from optstudy.rundir import owned
@@ -81,6 +91,7 @@ def test_a_damaged_cache_file_is_reported_in_one_line_and_rebuilt(tmp_path, capl
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
+@pytest.mark.slow  # the command in a subprocess; the test above rebuilds in-process
 def test_the_prepare_command_rebuilds_a_truncated_cache(tmp_path, caplog):
     """A cache cut short (a full disk, an interrupted copy, a partial dvc pull), then the
     command as a user runs it: one warning line and a sound file, which the next use takes."""
@@ -100,6 +111,141 @@ def test_the_prepare_command_rebuilds_a_truncated_cache(tmp_path, caplog):
     assert len(load_prepared(path).train_labels) == 1438
 
 
+def _fork(action, report):
+    """Start ``action`` in a forked child process (its result, or its traceback, into the
+    file ``report``); the child's pid."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        torch.set_num_threads(1)  # the parent's OpenMP threads are not in the child
+        try:
+            report.write_text(str(action()))
+            code = 0
+        except BaseException:
+            report.write_text(traceback.format_exc())
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _in_child(action, report, timeout_s=60):
+    """Run ``action`` in a forked child process (see :func:`_fork`); its wait status."""
+    pid, deadline = _fork(action, report), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the child process hung: {report.read_text() if report.exists() else ''}")
+
+
+def test_a_damaged_cache_without_its_raw_data_ends_in_one_error_line(tmp_path, capsys):
+    raw, cache = tmp_path / "raw", tmp_path / "cache"
+    for split, n in (("train", 30), ("t10k", 10)):
+        images, labels = labelled_images(n, size=8)
+        write_idx(raw / f"{split}-images-idx3-ubyte", images)
+        write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+
+    def source():
+        return IdxSource("tiny", [str(c) for c in range(10)], root=str(raw), download=False)
+
+    path = prepare(source(), cache)
+    path.write_bytes(path.read_bytes()[:1000])
+    for stem in FILES.values():
+        (raw / stem).unlink()
+    assert cli.command(lambda: prepare(source(), cache)) == 2
+    assert capsys.readouterr().err == (
+        "error: tiny not found: no folder holds the four IDX files (train-images-idx3-ubyte.gz, "
+        "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz). "
+        f"Looked in: {raw}. Set data.root to a folder that holds them.\n"
+    )
+
+
+def _save_checkpoint(path, step):
+    AtomicCheckpointIO().save_checkpoint({"global_step": step, "weights": torch.ones(4096)}, path)
+
+
+# The files a killed or failed write must never tear: how to write one, how to read it back.
+WRITERS = {
+    "checkpoint": (
+        _save_checkpoint,
+        lambda path: torch.load(path, weights_only=True)["global_step"],
+    ),
+    "metrics.json": (
+        lambda path, epochs: atomic_write_json(path, {"epochs": epochs, "pad": "x" * 4096}),
+        lambda path: json.loads(path.read_text())["epochs"],
+    ),
+}
+
+
+def _install_open(monkeypatch, open_):
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(io, "open", open_)
+
+
+@pytest.mark.parametrize("name", WRITERS)
+def test_a_write_on_a_full_disk_is_one_error_line_and_keeps_the_old_file(
+    tmp_path, monkeypatch, capsys, name
+):
+    write, read = WRITERS[name]
+    path = tmp_path / "run" / name
+    write(path, 1)
+    _install_open(monkeypatch, faulty_open(path.parent, no_space))
+    assert cli.command(lambda: write(path, 2)) == 2
+    monkeypatch.undo()
+    assert capsys.readouterr().err == f"error: cannot write {path}: {FULL_DISK}\n"
+    assert read(path) == 1 and not leftover_temp_files(path.parent)
+
+
+def test_a_cache_write_on_a_full_disk_is_one_error_line(tmp_path, monkeypatch, capsys):
+    source, cache = DigitsSource(), tmp_path / "cache"
+    _install_open(monkeypatch, faulty_open(tmp_path, no_space))
+    assert cli.command(lambda: prepare(source, cache)) == 2
+    monkeypatch.undo()
+    path = cache_file(source, cache)
+    assert capsys.readouterr().err == f"error: cannot write {path}: {FULL_DISK}\n"
+    assert not list(cache.iterdir())
+
+
+@pytest.mark.parametrize("name", WRITERS)
+def test_a_write_killed_halfway_is_never_taken_for_a_complete_file(tmp_path, monkeypatch, name):
+    """SIGKILL in the middle of a write, in a child process: the file under its name is the
+    old complete one; the torn write is a temporary file (which the next attempt removes)."""
+    write, read = WRITERS[name]
+    path = tmp_path / "run" / name
+    write(path, 1)
+
+    def killed_write():
+        _install_open(monkeypatch, faulty_open(path.parent, sigkill))
+        write(path, 2)
+
+    status = _in_child(killed_write, tmp_path / "report")
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert read(path) == 1
+    (torn,) = leftover_temp_files(path.parent)
+    assert torn.name.startswith(f".{name}.") and torn.stat().st_size > 0
+
+
+def test_a_cache_write_killed_halfway_is_never_taken_for_a_cache_file(
+    tmp_path, monkeypatch, caplog
+):
+    source, cache = DigitsSource(), tmp_path / "cache"
+
+    def killed_write():
+        _install_open(monkeypatch, faulty_open(cache, sigkill))
+        prepare(source, cache)
+
+    status = _in_child(killed_write, tmp_path / "report")
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    path = cache_file(source, cache)
+    assert not path.exists() and len(leftover_temp_files(cache)) == 1
+    with caplog.at_level(logging.WARNING):
+        assert len(load_prepared(prepare(source, cache)).train_labels) == 1438
+    assert not caplog.records  # built anew, no damaged file met
+
+
 MEET = """
 import sys
 from pathlib import Path
@@ -113,6 +259,7 @@ print(load_prepared(prepare(source, cache)).train_images.sum().item())
 """
 
 
+@pytest.mark.slow  # two Python processes importing torch; nothing in-process can race them
 def test_two_processes_building_one_cache_both_end_with_a_sound_file(tmp_path):
     """Two processes decode the same data into an empty cache and write it at the same moment
     (they meet before writing), as the first jobs of a joblib or submitit sweep do."""
@@ -148,32 +295,31 @@ def test_a_log_line_on_a_full_disk_stops_the_job_log_quietly(capsys):
         plain.close()
 
 
-@pytest.fixture(params=["tmpfs", "injected"])
-def disk(request, tmp_path):
-    """A folder to run in, and whether the run must fake its full disk: on a small file system
-    of its own (a tmpfs, mounted when this process may: it can then really be filled), else an
+@pytest.fixture
+def disk(tmp_path):
+    """A folder to run in, and whether the run must fake its full disk: a small file system of
+    its own (a tmpfs, mounted when this process may: it can then really be filled), else an
     ordinary folder in which the run injects ENOSPC into its own writes."""
     folder = tmp_path / "disk"
     folder.mkdir()
-    if request.param == "injected":
-        yield folder, True
-        return
     try:
-        mounted = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
-            capture_output=True,
-            text=True,
+        mounted = (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
+                capture_output=True,
+            ).returncode
+            == 0
         )
-    except OSError as exc:
-        pytest.skip(f"cannot mount a tmpfs here: {exc}")
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    except OSError:  # no mount command
+        mounted = False
     try:
-        yield folder, False
+        yield folder, not mounted
     finally:
-        subprocess.run(["umount", str(folder)], check=True)
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
 
 
+@pytest.mark.slow  # two runs of train.py (a minute); the fast tests above fault each write
 def test_a_full_disk_ends_the_run_in_one_line_and_it_resumes_once_space_is_back(
     tmp_path, cache_dir, disk
 ):
@@ -212,6 +358,7 @@ def test_a_full_disk_ends_the_run_in_one_line_and_it_resumes_once_space_is_back(
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
+@pytest.mark.slow  # two runs of train.py; the fast tests above kill each write halfway
 def test_sigkill_while_writing_a_checkpoint_then_the_same_command_resumes(tmp_path, cache_dir):
     """The kill leaves a torn temporary file and the lock of a dead process behind: the next
     attempt takes the lock over, ignores and removes the torn file, and resumes from the last
@@ -246,6 +393,7 @@ def _in_use(run_dir, pid):
     )
 
 
+@pytest.mark.slow  # three runs of train.py; the fast lock tests below hold it in-process
 def test_two_runs_started_in_one_directory_at_once(tmp_path, cache_dir):
     """Adam and SGD started together in one run directory: one trains (and holds at the start
     of training until released), the other stops at once naming it; a third, started while

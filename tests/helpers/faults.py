@@ -9,6 +9,7 @@ import io
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -51,40 +52,59 @@ class FillDisk(pl.Callback):
             assert exc.errno == errno.ENOSPC, exc
 
 
-class _FullDiskFile:
-    """A file opened for writing on a full disk: half of a write lands, then ENOSPC."""
+def no_space() -> None:
+    """What a write on a full disk meets."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    def __init__(self, file: io.IOBase) -> None:
-        self._file = file
+
+def sigkill() -> None:
+    """What a write of a process killed meanwhile meets."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _FaultyFile:
+    """A file opened for writing that meets ``fault`` halfway through its first write."""
+
+    def __init__(self, file: io.IOBase, fault: Callable[[], None]) -> None:
+        self._file, self._fault = file, fault
 
     def write(self, data: bytes | str) -> int:
         self._file.write(data[: len(data) // 2])
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._file.flush()
+        self._fault()
+        raise AssertionError("the fault did not stop the write")
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._file, name)
 
-    def __enter__(self) -> "_FullDiskFile":
+    def __enter__(self) -> "_FaultyFile":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._file.close()
 
 
-def refuse_writes_under(root: Path) -> None:
-    """From now on, files this process opens for writing below ``root`` act as on a full
-    disk (builtins.open and io.open: Python's, pathlib's, fsspec's and torch.save's writes)."""
-    real_open = builtins.open
+def faulty_open(root: Path, fault: Callable[[], None]) -> Callable[..., object]:
+    """``open`` whose files opened for writing below ``root`` meet ``fault`` halfway through
+    their first write (Python's, pathlib's, fsspec's and torch.save's writes, once installed
+    as builtins.open and io.open)."""
+    real_open = io.open
     root = Path(root).resolve()
 
     def open_(file, mode="r", *args, **kwargs):
         opened = real_open(file, mode, *args, **kwargs)
         path = Path(file).resolve() if isinstance(file, str | os.PathLike) else None
         if path is not None and root in path.parents and set(mode) & set("wax+"):
-            return _FullDiskFile(opened)
+            return _FaultyFile(opened, fault)
         return opened
 
-    builtins.open = io.open = open_
+    return open_
+
+
+def refuse_writes_under(root: Path) -> None:
+    """From now on, files this process opens for writing below ``root`` act as on a full
+    disk: half of a write lands, then ENOSPC."""
+    builtins.open = io.open = faulty_open(root, no_space)
 
 
 class _KillWhenPickled:

@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> float | None:
         validate(cfg)  # before the heavy training imports, so bad input fails fast
         from optstudy.run import train
 
-        return train(cfg, out_dir, hydra_cfg.runtime.choices)
+        return train(cfg, out_dir, hydra_cfg.runtime.choices, HydraConfig.instance().cfg)
 
     try:
         metrics = run() if in_sweep else cli.guarded(run)

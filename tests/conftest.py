@@ -79,11 +79,9 @@ def vgg16_weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def run_train(
-    args: list[str], run_dir: Path, cache: Path, env: dict | None = None
-) -> subprocess.CompletedProcess:
-    """Run ``python train.py`` as a user would, with its run directory and cache in tmp."""
-    cmd = [
+def train_command(args: list[str], run_dir: Path, cache: Path) -> list[str]:
+    """``python train.py ARGS`` with its run directory and cache in tmp, without progress bars."""
+    return [
         sys.executable,
         str(ROOT / "train.py"),
         *args,
@@ -92,14 +90,29 @@ def run_train(
         "callbacks.progress_bar=null",
         "trainer.enable_progress_bar=false",
     ]
+
+
+def run_train(
+    args: list[str], run_dir: Path, cache: Path, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python train.py`` as a user would, with its run directory and cache in tmp."""
     return subprocess.run(
-        cmd,
+        train_command(args, run_dir, cache),
         capture_output=True,
         text=True,
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         timeout=600,
     )
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file below ``directory``, by relative path, with its bytes."""
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in sorted(Path(directory).rglob("*"))
+        if path.is_file()
+    }
 
 
 def read_metrics(run_dir: Path) -> dict:

@@ -29,7 +29,10 @@ DIGITS = ["data=digits", "model=mlp", "trainer=cpu", "trainer.max_epochs=1"]
 CALLBACKS = yaml.safe_load((CONF / "callbacks" / "default.yaml").read_text())
 
 
-@pytest.mark.parametrize("module", ["optstudy.cli", "optstudy.artifacts"])
+# optstudy.rundir and optstudy.joblog: Hydra loads them (callbacks, the job log) in every command.
+@pytest.mark.parametrize(
+    "module", ["optstudy.cli", "optstudy.artifacts", "optstudy.rundir", "optstudy.joblog"]
+)
 def test_entry_point_and_contract_import_without_torch(module):
     heavy = "('torch', 'pytorch_lightning', 'lightning')"
     check = f"import sys, {module}; print([m for m in sys.modules if m.split('.')[0] in {heavy}])"

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, read_history, read_metrics, run_train, without_time
+from conftest import ROOT, read_history, read_metrics, run_train, snapshot, without_time
 
 from optstudy.atomic import atomic_write_text
+from optstudy.study.collect import load_run
 
 TESTS = ROOT / "tests"
 # vgg_small has dropout: the resumed run must restore the RNG states too.
@@ -68,16 +69,38 @@ def test_rerunning_a_finished_run_recomputes_nothing(tmp_path, cache_dir):
     assert len(read_history(run_dir)) == 2
 
 
-def test_a_checkpoint_of_another_config_is_refused_and_nothing_is_lost(tmp_path, cache_dir):
-    run_dir = tmp_path / "run"
-    assert run_train(TINY, run_dir, cache_dir).returncode == 0
-    metrics = (run_dir / "metrics.json").read_text()
-    other = run_train([*TINY, "optimizer=sgd"], run_dir, cache_dir)
-    assert other.returncode == 2
+def test_a_refused_rerun_changes_nothing(tmp_path, cache_dir):
+    """A finished Adam run (a sweep's job), then two runs its checkpoint refuses: SGD in the same
+    run directory, and the sweep again with fewer epochs than it trained. Its files stay as
+    they were, and the report still reads Adam and 2 epochs."""
+    sweep = tmp_path / "sweep"
+    run_dir = sweep / "job"
+    job = ["-m", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=job"]
+    two_epochs = [*TINY[:-1], "trainer.max_epochs=2"]
+    assert run_train([*job, *two_epochs], run_dir, cache_dir).returncode == 0
+    finished = snapshot(run_dir)
+
+    other = run_train([*two_epochs, "optimizer=sgd"], run_dir, cache_dir)
+    assert other.returncode == 2 and "Traceback" not in other.stderr
     assert (
-        "belongs to a run with another config" in other.stderr and "Traceback" not in other.stderr
+        other.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "last.ckpt belongs to a run with another config; use a new run directory "
+            "(hydra.run.dir=...) or delete that checkpoint"
+        )
     )
-    assert (run_dir / "metrics.json").read_text() == metrics
+    assert snapshot(run_dir) == finished  # byte for byte, the job's log included
+
+    fewer = run_train([*job, *TINY], run_dir, cache_dir)
+    assert fewer.returncode == 0  # the sweep goes on past its failed job
+    assert "has trained 2 epochs, more than trainer.max_epochs=1" in fewer.stderr
+    log = "train.log"  # the sweep logs the failed job into the job's log
+    assert {k: v for k, v in snapshot(run_dir).items() if k != log} == {
+        k: v for k, v in finished.items() if k != log
+    }
+    row = load_run(run_dir)
+    assert (row["optimizer"], row["cfg.trainer.max_epochs"], row["epochs"]) == ("adam", 2, 2)
 
 
 class Payload:

@@ -16,6 +16,10 @@ from typing import Any
 # Files and folders of a run directory (paths relative to it).
 CONFIG_FILE = ".hydra/config.yaml"  # the composed config (interpolations kept)
 HYDRA_FILE = ".hydra/hydra.yaml"  # Hydra's own config of the job: the group choices
+OVERRIDES_FILE = ".hydra/overrides.yaml"  # the command-line overrides of the job
+# The three files above are the job record: written by the run once it owns its directory
+# (Hydra's own writing of them is off: hydra.output_subdir=null), so a refused run changes none.
+LOCK_FILE = "run.lock"  # held by the running run (its pid inside); removed when it ends
 METRICS_FILE = "metrics.json"  # written last, atomically: a run without it did not finish
 HISTORY_FILE = "history.csv"
 DIAGNOSTICS_FILE = "diagnostics.csv"

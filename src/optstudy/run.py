@@ -1,6 +1,6 @@
 """One training run: config in, run directory out (see :mod:`optstudy.artifacts`).
 
-build (data, module, trainer) → start → fit → test → write metrics.json
+own the run directory → build (data, module, trainer) → start → fit → test → write metrics.json
 """
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,23 +25,30 @@ from optstudy.artifacts import (
     CHOICE_GROUPS,
     CLASSES_FILE,
     COMPLETED,
+    CONFIG_FILE,
     DIVERGED,
     EXTENDABLE,
     METRICS_FILE,
     NOT_EXPERIMENT,
     RUN_INFO_FILE,
+    STEP_LOG_FILE,
     RunMetrics,
 )
-from optstudy.atomic import atomic_write_json
+from optstudy.atomic import atomic_write_json, leftover_temp_files
 from optstudy.callbacks import EpochRecorder, ResumableRun, resume_from
+from optstudy.checkpoint_io import AtomicCheckpointIO
 from optstudy.data import TensorDataModule, build_datamodule
-from optstudy.distributed.processes import check_processes, join_submitit_tasks
+from optstudy.distributed.processes import (
+    check_processes,
+    join_submitit_tasks,
+    launched_as_rank_zero,
+)
 from optstudy.errors import RunInterrupted
 from optstudy.grouping import current_group
 from optstudy.module import ImageClassifier
 from optstudy.optim import group_split, optimizer_factory
 from optstudy.provenance import provenance
-from optstudy.rundir import check_writable
+from optstudy.rundir import check_writable, owned, write_job_record
 from optstudy.tracking import log_config, plain_config
 
 log = logging.getLogger(__name__)
@@ -90,6 +98,7 @@ class Run:
     recorder: EpochRecorder
     checkpoints: list[Path]  # where a resumable checkpoint may be, in order of preference
     resume: Path | None  # the checkpoint this attempt resumes from
+    job: DictConfig | None  # Hydra's config of the job ({"hydra": ...}), None outside Hydra
 
     @property
     def writes(self) -> bool:
@@ -112,15 +121,28 @@ def _checkpoint_paths(callbacks: list[pl.Callback]) -> list[Path]:
     return [Path(p) for p in (*interrupted, *last)]
 
 
-def build(cfg: DictConfig, out_dir: Path) -> Run:
-    """Check the run directory and any checkpoint to resume, then build the data, the module
-    and the trainer of a validated config (nothing is written yet)."""
+@contextmanager
+def claim(out_dir: Path) -> Iterator[None]:
+    """Check that the run directory can be written and own it for the ``with`` block (the
+    first process of a run of several owns it for all of them), see
+    :func:`optstudy.rundir.owned`."""
     check_writable(out_dir)
+    join_submitit_tasks()  # the tasks of a submitit job are the processes of a DDP run
+    if not launched_as_rank_zero():
+        yield
+        return
+    with owned(out_dir):
+        yield
+
+
+def build(cfg: DictConfig, out_dir: Path, job: DictConfig | None = None) -> Run:
+    """Check any checkpoint to resume, then build the data, the module and the trainer of a
+    validated config (nothing is written into the run directory yet)."""
     identity = run_identity(cfg)
     recorder = EpochRecorder()
     callbacks = [recorder, *_instantiate_all(cfg.callbacks), ResumableRun(identity)]
     checkpoints = _checkpoint_paths(callbacks)
-    resume = resume_from(checkpoints, identity)
+    resume = resume_from(checkpoints, identity, cfg.trainer.max_epochs)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg.data, cfg.seed, cfg.get("augment"))
     datamodule.prepare_data()  # find, verify and decode the data before anything else runs
@@ -131,17 +153,43 @@ def build(cfg: DictConfig, out_dir: Path) -> Run:
         scheduler=cfg.scheduler,
         num_classes=datamodule.num_classes,  # data.num_classes, or counted from the data
     )
-    join_submitit_tasks()  # the tasks of a submitit job are the processes of a DDP run
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.logger)
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=_instantiate_all(cfg.logger),
+        plugins=[AtomicCheckpointIO()],
     )
     check_processes(trainer)
-    return Run(cfg, out_dir, datamodule, module, trainer, recorder, checkpoints, resume)
+    return Run(cfg, out_dir, datamodule, module, trainer, recorder, checkpoints, resume, job)
+
+
+def _folders(run: Run) -> set[Path]:
+    """The folders the run writes files into."""
+    files = [run.out_dir / name for name in (CONFIG_FILE, STEP_LOG_FILE)]
+    return {run.out_dir, *(path.parent for path in (*files, *run.checkpoints))}
+
+
+def _leftovers(run: Run) -> list[Path]:
+    """Files of earlier attempts that this one must not build on: what killed writes left
+    and, when it starts afresh, the checkpoints of an attempt that ended in its first epoch
+    (else the new run's best checkpoint would get another name)."""
+    found = [path for folder in _folders(run) for path in leftover_temp_files(folder)]
+    if run.resume is None:
+        callbacks = [cb for cb in run.trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+        named = [Path(cb.format_checkpoint_name({})) for cb in callbacks]
+        found += [path for path in named if path.is_file()]
+    return found
 
 
 def start(run: Run) -> None:
-    """From here on the run directory changes: the old metrics.json goes (a run without it has
-    not finished), the provenance is written and the loggers get the config."""
+    """From here on the run directory changes: the job record (``.hydra/``) becomes this run's,
+    leftovers of earlier attempts go, so does the old metrics.json (a run without it has not
+    finished), the provenance is written and the loggers get the config."""
+    if run.writes:
+        if run.job is not None:
+            write_job_record(run.out_dir, run.cfg, run.job)
+        for path in _leftovers(run):
+            path.unlink()
     log_config(run.trainer.loggers, run.cfg)
     if run.resume:
         log.info("resuming from %s", run.resume)
@@ -210,16 +258,23 @@ def summarize(
     )
 
 
-def train(cfg: DictConfig, out_dir: Path, choices: Mapping[str, str | None]) -> dict[str, Any]:
+def train(
+    cfg: DictConfig,
+    out_dir: Path,
+    choices: Mapping[str, str | None],
+    job: DictConfig | None = None,
+) -> dict[str, Any]:
     """Train and test a validated config (see :func:`optstudy.validation.validate`) into the
-    run directory ``out_dir``; return the content of its ``metrics.json``."""
-    run = build(cfg, Path(out_dir))
-    start(run)
-    fit(run)
-    if run.writes:
-        atomic_write_json(run.out_dir / CLASSES_FILE, run.datamodule.classes)
-    metrics = summarize(run, test(run), choices).to_json()
-    if run.writes:
-        atomic_write_json(run.out_dir / METRICS_FILE, metrics)
+    run directory ``out_dir``, which it owns meanwhile; return the content of its
+    ``metrics.json``. ``job``: Hydra's config of the job, for the job record."""
+    with claim(Path(out_dir)):
+        run = build(cfg, Path(out_dir), job)
+        start(run)
+        fit(run)
+        if run.writes:
+            atomic_write_json(run.out_dir / CLASSES_FILE, run.datamodule.classes)
+        metrics = summarize(run, test(run), choices).to_json()
+        if run.writes:
+            atomic_write_json(run.out_dir / METRICS_FILE, metrics)
     log.info("run finished: %s", metrics)
     return metrics

@@ -12,6 +12,8 @@ import pytorch_lightning as pl
 from optstudy.artifacts import HISTORY_COLUMNS
 from optstudy.atomic import atomic_write_csv
 
+RECORDER_KEY = "EpochRecorder"  # the EpochRecorder's key among a checkpoint's callback states
+
 
 class EpochRecorder(pl.Callback):
     """Record one row per finished training epoch: the lr it started with, its epoch metrics
@@ -28,7 +30,7 @@ class EpochRecorder(pl.Callback):
     @property
     def state_key(self) -> str:
         """One fixed key in the checkpoint's callback states."""
-        return "EpochRecorder"
+        return RECORDER_KEY
 
     def elapsed(self) -> float:
         """Seconds of training (with validation) so far, across resumes."""

@@ -14,6 +14,7 @@ import torch
 from pytorch_lightning.callbacks import OnExceptionCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from optstudy.callbacks.history import RECORDER_KEY
 from optstudy.errors import ConfigError
 
 
@@ -62,12 +63,15 @@ class ResumableRun(pl.Callback):
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
-def resume_from(candidates: Sequence[Path], identity: dict[str, Any]) -> Path | None:
+def resume_from(
+    candidates: Sequence[Path], identity: dict[str, Any], max_epochs: int
+) -> Path | None:
     """The first existing checkpoint of ``candidates`` (an interrupted run's, then ``last.ckpt``),
     if any: an earlier attempt of this same run to resume.
 
     Raises :class:`ConfigError` when the checkpoint is not safe to load (arbitrary pickled
-    objects) or belongs to a run with another config.
+    objects), belongs to a run with another config, or has trained more than ``max_epochs``
+    epochs (the run would be recorded with fewer epochs than it trained).
     """
     path = next((Path(p) for p in candidates if Path(p).exists()), None)
     if path is None:
@@ -79,10 +83,17 @@ def resume_from(candidates: Sequence[Path], identity: dict[str, Any]) -> Path | 
             f"refusing to resume from {path}: it is not a plain tensor checkpoint "
             f"({str(exc).splitlines()[0]}); delete it or use another run directory"
         ) from exc
-    saved = checkpoint.get("callbacks", {}).get("ResumableRun", {}).get("identity")
-    if saved != identity:
+    states = checkpoint.get("callbacks", {})
+    if states.get("ResumableRun", {}).get("identity") != identity:
         raise ConfigError(
             f"{path} belongs to a run with another config; use a new run directory "
             "(hydra.run.dir=...) or delete that checkpoint"
+        )
+    trained = len(states.get(RECORDER_KEY, {}).get("rows", []))
+    if trained > max_epochs:
+        raise ConfigError(
+            f"{path} belongs to a run that has trained {trained} epochs, more than "
+            f"trainer.max_epochs={max_epochs}; set trainer.max_epochs>={trained} to continue "
+            "it, or use a new run directory (hydra.run.dir=...)"
         )
     return path

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from optstudy.data.batches import TensorBatches
-from optstudy.data.cache import Source, cache_file, load_prepared, load_shared, prepare
+from optstudy.data.cache import Source, load_shared, prepare
 from optstudy.data.splits import seeded_split
 from optstudy.errors import DataError
 from optstudy.image_size import ImageSize, image_hw
@@ -63,9 +63,9 @@ class TensorDataModule(pl.LightningDataModule):
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def prepare_data(self) -> None:
-        """Decode the source into the cache once and check it against the config (Lightning
-        calls this on one process)."""
-        data = load_prepared(prepare(self.source, self.cache_dir), mmap=True)
+        """Decode the source into the cache once (again, when the file is damaged) and check
+        it against the config (Lightning calls this on one process)."""
+        data = load_shared(prepare(self.source, self.cache_dir))
         self._check(data.train_images, data.classes)
         self.classes = data.classes
 
@@ -73,10 +73,7 @@ class TensorDataModule(pl.LightningDataModule):
         """Load the cache, check it against the config and carve the validation split."""
         if self._splits:
             return
-        path = cache_file(self.source, self.cache_dir)
-        if not path.exists():
-            path = prepare(self.source, self.cache_dir)
-        data = load_shared(path)
+        data = load_shared(prepare(self.source, self.cache_dir))
         self._check(data.train_images, data.classes)
         train, val = seeded_split(len(data.train_labels), self.val_fraction, self.split_seed)
         if not (len(train) and len(val)):

@@ -14,12 +14,12 @@ from pathlib import Path
 from hydra.utils import instantiate
 
 from optstudy import cli
-from optstudy.data.cache import load_prepared, prepare
+from optstudy.data.cache import load_shared, prepare
 
 
 def summary(path: Path) -> str:
     """What the cache file at ``path`` holds, in a few lines."""
-    splits = load_prepared(path)
+    splits = load_shared(path)
     shape = "×".join(map(str, splits.train_images.shape[1:]))
     test = len(splits.test_labels) or "no"
     return (

@@ -32,6 +32,17 @@ def join_submitit_tasks() -> None:
         env.export(set_cuda_visible_devices=False)
 
 
+# Environment variables in which launchers give a process its place in a run of several:
+# torchrun, Lightning's own DDP launcher, SLURM (and submitit, once joined).
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+
+
+def launched_as_rank_zero() -> bool:
+    """Whether this process is the first of its run, as its launcher says in the environment
+    (known before the trainer exists; call after :func:`join_submitit_tasks`)."""
+    return all(os.environ.get(name, "0") in ("", "0") for name in RANK_VARIABLES)
+
+
 def _in_sweep() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode

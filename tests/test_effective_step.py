@@ -147,23 +147,49 @@ def _bias_corrected_first_moment(optimizer, param):
     return state["exp_avg"] / (1 - optimizer.param_groups[0]["betas"][0] ** float(state["step"]))
 
 
+def _nesterov_direction(optimizer, param):
+    """Nesterov SGD steps along g + μ·b, b the momentum buffer after the step."""
+    momentum = optimizer.param_groups[0]["momentum"]
+    return param.grad + momentum * optimizer.state[param]["momentum_buffer"]
+
+
+def _nadam_direction(optimizer, param):
+    """NAdam's Nesterov mix (Dozat 2016, torch's NAdam): (1 − μₜ)/(1 − Πμ)·g +
+    μₜ₊₁/(1 − Πμ·μₜ₊₁)·m, with the momentum schedule μₜ = β1·(1 − ½·0.96^(t·ψ))."""
+    group, state = optimizer.param_groups[0], optimizer.state[param]
+    beta1, t, psi = group["betas"][0], float(state["step"]), group["momentum_decay"]
+    mu, mu_next = (beta1 * (1 - 0.5 * 0.96 ** (k * psi)) for k in (t, t + 1))
+    product = float(state["mu_product"])  # Πμ up to this step
+    return (1 - mu) / (1 - product) * param.grad + mu_next / (1 - product * mu_next) * state[
+        "exp_avg"
+    ]
+
+
 # The direction d each optimizer's step follows, given (optimizer, param): Δθ = −η·d.
+# Adadelta's η is not the factor of the step it is read after (README): its own test below.
 DIRECTIONS = {
     "sgd": lambda o, p: p.grad,
     "momentum": lambda o, p: o.state[p]["momentum_buffer"],
+    "nesterov": _nesterov_direction,
     "adagrad": lambda o, p: p.grad,
     "rmsprop": lambda o, p: p.grad,
     "adam": _bias_corrected_first_moment,
     "adamw": _bias_corrected_first_moment,
+    "nadam": _nadam_direction,
     "adamax": _bias_corrected_first_moment,
     "radam": _bias_corrected_first_moment,
 }
 
 
+def test_every_optimizer_config_has_its_effective_step_checked_against_its_updates():
+    assert sorted([*DIRECTIONS, "adadelta"]) == OPTIMIZERS
+
+
 @pytest.mark.parametrize("name", sorted(DIRECTIONS))
 def test_effective_step_times_direction_is_the_update(name):
     """Over 12 steps with shrinking gradients every element moves by exactly η·d (RAdam's first
-    steps are SGD with momentum, its later ones rectified Adam)."""
+    steps are SGD with momentum, its later ones rectified Adam). Float64 throughout: the two
+    sides differ only by the rounding of a few operations, hence rtol 1e-9."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)).double()
     optimizer = _optimizer(name, model)
@@ -177,3 +203,31 @@ def test_effective_step_times_direction_is_the_update(name):
             update = p.detach() - old + _decayed(optimizer, p, old)
             expected = -etas[p] * DIRECTIONS[name](optimizer, p)
             torch.testing.assert_close(update, expected, rtol=1e-9, atol=1e-15)
+
+
+def test_adadelta_effective_step_is_the_factor_of_its_next_step_while_v_stays():
+    """Adadelta's η read after step t is the factor step t+1 applies when v does not change
+    (README): a next gradient g with g² = v leaves v = ρ·v + (1 − ρ)·g² as it is, so step t+1
+    must move every element by exactly −η·g. It is not the factor of step t itself."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)).double()
+    optimizer = _optimizer("adadelta", model)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer.step()
+    etas = dict(effective_steps(optimizer))
+    first_moves = [p.detach() - old for p, old in zip(model.parameters(), before, strict=True)]
+    assert not any(
+        torch.allclose(move, -etas[p] * p.grad)
+        for p, move in zip(model.parameters(), first_moves, strict=True)
+    )  # Δ grew during step 0: its η is not that step's factor
+    for _ in range(5):
+        before = [p.detach().clone() for p in model.parameters()]
+        for p in model.parameters():
+            p.grad = torch.randn_like(p).sign() * optimizer.state[p]["square_avg"].sqrt()
+        optimizer.step()
+        for p, old in zip(model.parameters(), before, strict=True):
+            # v is unchanged up to one rounding of ρ·v + (1 − ρ)·v: float64 noise, rtol 1e-12.
+            torch.testing.assert_close(p.detach() - old, -etas[p] * p.grad, rtol=1e-12, atol=0)
+        etas = dict(effective_steps(optimizer))

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from formats import cifar_batches, write_cifar, write_image_folder, write_mnist_folder
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from optstudy import resolvers
+from optstudy.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 resolvers.register()
 
 
@@ -40,12 +41,16 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def fashion_mnist_dir() -> Path:
-    """The real Fashion-MNIST files of the Debian package (required in CI)."""
-    if not (FASHION_MNIST_SYSTEM / "train-images-idx3-ubyte.gz").exists():
+    """The folder of the real Fashion-MNIST files, wherever train.py finds them without a
+    download (data/fashion_mnist/, then the Debian package's folder); required in CI."""
+    cfg, _ = compose_run(["data=fashion_mnist", f"paths.root_dir={ROOT}"])
+    try:
+        files = instantiate(cfg.data.source, download=False).files()
+    except DataError as exc:
         if os.environ.get("CI"):
-            pytest.fail("CI must provide Fashion-MNIST: apt-get install dataset-fashion-mnist")
-        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
-    return FASHION_MNIST_SYSTEM
+            pytest.fail(f"CI must provide Fashion-MNIST (make data): {exc}")
+        pytest.skip(f"Fashion-MNIST not found (make data): {exc}")
+    return files[0].parent
 
 
 @pytest.fixture(scope="session")
@@ -90,9 +95,13 @@ def run_train(
     )
 
 
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def read_metrics(run_dir: Path) -> dict:
-    """The metrics.json of a run directory."""
-    return json.loads((run_dir / "metrics.json").read_text())
+    """The metrics.json of a run directory, parsed strictly (NaN or Infinity: an error)."""
+    return json.loads((run_dir / "metrics.json").read_text(), parse_constant=_not_json)
 
 
 @pytest.fixture(scope="session")

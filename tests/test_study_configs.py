@@ -5,11 +5,13 @@ import hashlib
 import subprocess
 import sys
 
+import optuna
 import pytest
 import yaml
 from conftest import CONF, ROOT, compose_run, read_metrics, run_train
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from optuna.trial import TrialState
 
 from optstudy.validation import validate
 
@@ -152,3 +154,27 @@ def test_optuna_searches_the_lr_and_maximises_best_val_acc(tmp_path, cache_dir):
     assert all(1e-5 <= t["lr"] <= 1.0 for t in trials)
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(max(t["best_val_acc"] for t in trials))
+
+
+def test_optuna_scores_a_diverged_trial_zero_and_marks_a_failed_one_failed(tmp_path, cache_dir):
+    """Three trials of lr_optuna over a fixed choice: a run that learns, one that diverges
+    (its trial scores 0.0) and one that fails (its trial is FAIL and the search goes on).
+    TPE's seeded start draws the choices in a fixed order: seed 2 draws each once."""
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["-m", "hparams_search=lr_optuna", "data=digits", "model=mlp", "optimizer=sgd"]
+    args += ["optimizer.lr=choice(0.05,1000000.0,-1)", "hydra.sweeper.n_trials=3"]
+    args += ["hydra.sweeper.sampler.seed=2", f"hydra.sweeper.storage={storage}", *FEW_STEPS]
+    result = run_train([*args, f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path / "r", cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name="lr_search", storage=storage).trials
+    by_lr = {t.params["optimizer.lr"]: t for t in trials}
+    assert sorted(by_lr) == [-1, 0.05, 1e6], "the seeded start no longer draws each lr once"
+    runs = {read_metrics(p.parent)["lr"]: read_metrics(p.parent) for p in tmp_path.glob("s*/*/m*")}
+    assert sorted(runs) == [0.05, 1e6]  # the failed job left no metrics.json
+    assert runs[1e6]["status"] == "diverged" and runs[0.05]["status"] == "completed"
+    assert by_lr[0.05].state == TrialState.COMPLETE
+    assert by_lr[0.05].value == pytest.approx(runs[0.05]["best_val_acc"])
+    assert (by_lr[1e6].state, by_lr[1e6].value) == (TrialState.COMPLETE, 0.0)
+    assert (by_lr[-1].state, by_lr[-1].value) == (TrialState.FAIL, None)
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert best["best_params"] == {"optimizer.lr": 0.05}

@@ -2,6 +2,7 @@
 
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -35,11 +36,16 @@ def main(cfg: DictConfig) -> float | None:
         print(f"interrupted: {exc}", file=sys.stderr)
         sys.exit(143)
     except Exception as exc:
-        if hydra_cfg.mode == RunMode.MULTIRUN and not os.environ.get("OPTSTUDY_DEBUG"):
-            report_failed_job(exc, Path(hydra_cfg.runtime.output_dir))
-            return None
+        debug = os.environ.get("OPTSTUDY_DEBUG")
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            if not debug:
+                report_failed_job(exc, Path(hydra_cfg.runtime.output_dir))
+                return None
+            # Hydra's launchers keep a job's exception until the other jobs have run: stop now.
+            traceback.print_exc()
+            sys.exit(1)
         error = find_user_error(exc)
-        if error is None or os.environ.get("OPTSTUDY_DEBUG"):
+        if error is None or debug:
             raise
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -160,6 +160,19 @@ def test_debug_flag_shows_the_traceback(tmp_path, cache_dir):
     )
 
 
+def test_debug_flag_makes_a_failing_job_stop_its_sweep(tmp_path, cache_dir):
+    """Without the flag such a job is reported and the sweep goes on (test_report.py)."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, "optimizer.lr=-1,0.1", f"hydra.sweep.dir={sweep}"]
+    result = run_train(args, sweep / "unused", cache_dir, env={"OPTSTUDY_DEBUG": "1"})
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "ConfigError: optimizer.lr=-1" in result.stderr
+    assert "the sweep goes on" not in result.stderr
+    jobs = [p.name for p in sweep.iterdir() if p.is_dir()]
+    assert jobs == ["0-adam-s0"]  # the second job never started
+    assert not (sweep / "0-adam-s0" / "metrics.json").exists()
+
+
 def test_run_records_code_data_and_package_versions(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     assert run_train(TINY, run_dir, cache_dir).returncode == 0

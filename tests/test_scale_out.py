@@ -12,7 +12,7 @@ import sys
 import joblib
 import pandas as pd
 import pytest
-from conftest import ROOT, read_metrics, run_train
+from conftest import ROOT, compose_run, read_metrics, run_train
 
 # Two epochs of 8 full batches of 64 examples (digits has 1,221 training images; one DDP
 # process takes 32 of each), whole validation and test splits.
@@ -95,6 +95,24 @@ def test_a_ddp_run_writes_one_run_directory_once(ddp_run):
     assert {p.name for p in (ddp_run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     assert len((ddp_run / "history.csv").read_text().splitlines()) == 3  # header + 2 epochs
     assert "MEMBER: 2/2" in (ddp_run / "train_ddp_process_1.log").read_text()
+
+
+# A small VGG-style net: batch norm after every conv.
+BATCH_NORM_RUN = ["data=digits", "model=vgg_small", "model.stages=[[8],[16]]", "model.hidden=32"]
+BATCH_NORM_RUN += ["optimizer=sgd", "optimizer.lr=0.05", "trainer.max_epochs=2"]
+
+
+def test_a_ddp_cpu_run_trains_a_batch_norm_model(tmp_path, cache_dir):
+    """torch's SyncBatchNorm refuses CPU modules ("SyncBatchNorm layers only work with GPU
+    modules"): ``trainer=ddp_cpu`` keeps each process's batch-norm statistics, ``trainer=ddp``
+    (GPUs, not run here) synchronises them."""
+    result = run_train([*BATCH_NORM_RUN, *TWO_PROCESSES], tmp_path / "ddp", cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read_metrics(tmp_path / "ddp")
+    assert (metrics["status"], metrics["steps"]) == ("completed", 2 * 20)  # ⌈1,222 / 64⌉ = 20
+    assert metrics["final_val_acc"] > 0.5  # it learns (chance: 0.1)
+    cfg, _ = compose_run(["trainer=ddp"])
+    assert cfg.trainer.sync_batchnorm is True
 
 
 def test_submitit_runs_each_job_as_a_ddp_run_of_its_tasks(joblib_sweep, submitit_sweep):

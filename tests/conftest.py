@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,20 @@ def stars_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 17-class image folder (the shape of E1's HollywoodStars), 6 mixed images a class."""
     names = [f"Star {chr(ord('A') + i)}" for i in range(17)]
     return write_image_folder(tmp_path_factory.mktemp("stars"), names, per_class=6)
+
+
+def copy_project(dest: Path) -> Path:
+    """Copy the project's files (tracked, and new ones git does not ignore) into ``dest``: what
+    a fresh clone of this working tree holds."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    for name in files:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
 
 
 def run_train(

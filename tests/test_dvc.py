@@ -3,7 +3,6 @@
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import copy_project
 
 DVC = str(Path(sys.executable).with_name("dvc"))
 # The pipeline says `python`: this environment's, as after `source .venv/bin/activate`.
@@ -39,15 +38,7 @@ def _stages_run(output: str) -> set[str]:
 def repo(tmp_path_factory, fashion_mnist_dir) -> Path:
     """A git repository holding the project's files, its pipeline switched to the smoke study,
     its data/ filled by the documented fetch step; then one full ``dvc repro``."""
-    repo = tmp_path_factory.mktemp("project")
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    for name in files:
-        if (ROOT / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
+    repo = copy_project(tmp_path_factory.mktemp("project"))
     pipeline = repo / "dvc.yaml"
     pipeline.write_text(
         pipeline.read_text().replace("conf/study/default.yaml", "conf/study/smoke.yaml")
@@ -56,6 +47,8 @@ def repo(tmp_path_factory, fashion_mnist_dir) -> Path:
         _run(cmd, repo)
     _run([sys.executable, "-m", "optstudy.data.fetch", "data=fashion_mnist"], repo)
     repo.joinpath("first_repro.txt").write_text(_run([DVC, "repro"], repo).stdout)
+    _run(["git", "add", "-A"], repo)  # the study's dvc.lock: what metrics diff compares with
+    _run(["git", "commit", "-qm", "first repro"], repo)
     return repo
 
 
@@ -104,6 +97,25 @@ def test_changing_one_configuration_reruns_only_its_runs_and_compare(repo):
     assert (
         json.loads((repo / "results/runs/adam-constant-0/metrics.json").read_text())["lr"] == 0.002
     )
+
+
+def test_metrics_and_plots_diff_show_what_the_change_changed(repo):
+    """After the Adam lr change above, against the commit of the first repro: the Adam runs'
+    metrics and histories and the summary differ, the other runs' not at all."""
+    diff = json.loads(_run([DVC, "metrics", "diff", "--json"], repo).stdout)
+    adam = [f"results/runs/adam-constant-{seed}/metrics.json" for seed in range(3)]
+    assert sorted(diff) == sorted([*adam, "results/report/summary.json"])
+    for path in adam:
+        assert (diff[path]["lr"]["old"], diff[path]["lr"]["new"]) == (0.001, 0.002)
+    plots = json.loads(_run([DVC, "plots", "diff", "--json"], repo).stdout)["data"]
+    for run in SMOKE_RUNS:
+        (plot,) = plots[f"results/runs/{run}/history.csv"]
+        assert plot["revisions"] == ["workspace", "HEAD"]
+        values = {rev: [] for rev in plot["revisions"]}
+        for point in plot["content"]["data"]["values"]:
+            values[point["rev"]].append(float(point["val_acc"]))
+        assert len(values["HEAD"]) == 5  # one point per epoch of the smoke study
+        assert (values["HEAD"] != values["workspace"]) == run.startswith("adam"), run
 
 
 def _locked_with(repo: Path, stage: str, dep: Path) -> bool:

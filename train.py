@@ -1,6 +1,5 @@
 """Train one classifier: ``python train.py optimizer=adagrad`` (Hydra composes conf/train.yaml)."""
 
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -8,9 +7,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from optstudy import resolvers
+from optstudy import cli, resolvers
 
-os.environ.setdefault("OPTSTUDY_ROOT", str(Path(__file__).resolve().parent))
+cli.project_root(Path(__file__).resolve().parent)
 resolvers.register()
 
 
@@ -22,33 +21,34 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from optstudy.errors import RunInterrupted, find_user_error
+    from optstudy.errors import RunInterrupted
     from optstudy.sweep import objective, report_failed_job
     from optstudy.validation import validate
 
     hydra_cfg = HydraConfig.get()
-    try:
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+
+    def run() -> dict:
         validate(cfg)  # before the heavy training imports, so bad input fails fast
         from optstudy.run import train
 
-        metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.runtime.choices)
+        return train(cfg, out_dir, hydra_cfg.runtime.choices)
+
+    try:
+        metrics = run() if in_sweep else cli.guarded(run)
     except RunInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         sys.exit(143)
     except Exception as exc:
-        debug = os.environ.get("OPTSTUDY_DEBUG")
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            if not debug:
-                report_failed_job(exc, Path(hydra_cfg.runtime.output_dir))
-                return None
+        if not in_sweep:
+            raise
+        if cli.debugging():
             # Hydra's launchers keep a job's exception until the other jobs have run: stop now.
             traceback.print_exc()
             sys.exit(1)
-        error = find_user_error(exc)
-        if error is None or debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        report_failed_job(exc, out_dir)
+        return None
     return objective(metrics)
 
 

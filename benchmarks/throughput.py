@@ -39,18 +39,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from timing import sync  # benchmarks/, the script's folder, is on sys.path
 
-from optstudy import resolvers
+from optstudy import cli
 from optstudy.data import build_datamodule
 from optstudy.module import input_memory_format
-from optstudy.optim import build_optimizer
+from optstudy.optim import optimizer_from_config
 from optstudy.run import train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = cli.project_root(Path(__file__).resolve().parents[1])
 
 FASHION_SHAPED = ["data=synthetic", "data.channels=1", "data.image_size=[28,28]"]
 
@@ -79,19 +78,6 @@ CASES = {
 }
 
 
-def compose_run(overrides: list[str], out_dir: Path) -> tuple[DictConfig, dict[str, str]]:
-    """Compose ``conf/train.yaml`` as ``train.py`` does; return the config and group choices."""
-    os.environ.setdefault("OPTSTUDY_ROOT", str(ROOT))
-    resolvers.register()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    choices = dict(cfg.hydra.runtime.choices)
-    with open_dict(cfg):
-        del cfg["hydra"]
-        cfg.paths.output_dir = str(out_dir)
-    return cfg, choices
-
-
 def run_overrides(case: Case, device: str, cache_dir: Path, compiled: bool) -> list[str]:
     """The case's overrides plus one epoch of just the clocked steps on ``device``."""
     return [
@@ -102,7 +88,7 @@ def run_overrides(case: Case, device: str, cache_dir: Path, compiled: bool) -> l
         "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1",
         f"paths.cache_dir={cache_dir}",
-        f"compile={str(compiled).lower()}",
+        f"module.compile={str(compiled).lower()}",
     ]
 
 
@@ -115,11 +101,11 @@ def hand_loop(cfg: DictConfig, case: Case, device: torch.device) -> float:
         datamodule.on_after_batch_transfer((x.to(device), y.to(device)), 0)
         for x, y in islice(datamodule.train_dataloader(), case.warmup + case.steps)
     ]
-    fmt = input_memory_format(cfg.channels_last, device)
+    fmt = input_memory_format(cfg.module.channels_last, device)
     batches = [(x.contiguous(memory_format=fmt), y) for x, y in batches]
     model = instantiate(cfg.model).to(device, memory_format=fmt)
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.decay_norm_and_bias)
-    forward = torch.compile(model) if cfg.compile else model
+    optimizer = optimizer_from_config(cfg.optimizer, model, cfg.module.decay_norm_and_bias)
+    forward = torch.compile(model) if cfg.module.compile else model
     autocast = torch.autocast(
         device.type, dtype=torch.bfloat16, enabled=cfg.trainer.precision == "bf16-mixed"
     )
@@ -183,12 +169,12 @@ def measure(
     rates: dict[str, list[float]] = {kind: [] for kind in kinds}
     measured: dict[str, int] = {}
     overrides = run_overrides(case, args.device, work / "cache", args.compile)
-    interval = diagnostics_interval(name, case, compose_run(overrides, work)[0])
+    interval = diagnostics_interval(name, case, cli.compose(overrides, work)[0])
     for repeat in range(args.repeats):
         shift = repeat % len(kinds)
         for kind in kinds[shift:] + kinds[:shift]:
             out_dir = work / f"{name}-{kind}-{repeat}"
-            cfg, choices = compose_run([*overrides, *arms.get(kind, [])], out_dir)
+            cfg, choices = cli.compose([*overrides, *arms.get(kind, [])], out_dir)
             if kind == "hand":
                 seconds = hand_loop(cfg, case, device)
             else:

@@ -1,14 +1,18 @@
-"""Callbacks the benchmarks add to a run through its config (``+callbacks.<name>._target_``)."""
+"""Callbacks the benchmarks add to a run through its config (``+callbacks.<name>._target_``,
+or ``+hydra.callbacks.<name>._target_`` for a job callback)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytorch_lightning as pl
 import torch
+from hydra.experimental.callback import Callback as HydraCallback
 
 
 def sync(device: torch.device) -> None:
@@ -63,3 +67,17 @@ class FirstStepStamp(pl.Callback):
         """Stamp the first step."""
         if trainer.global_step == 0 and batch_idx == 0:
             self.path.write_text(json.dumps({"first_step": time.time()}))
+
+
+class RecordRSS(HydraCallback):
+    """Hydra job callback: append the process's resident set size in bytes, after a garbage
+    collection, to ``path`` at the end of each job (each member of a group)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_job_end(self, config: Any, **kwargs: Any) -> None:
+        """After a job."""
+        gc.collect()
+        with self.path.open("a") as f:
+            f.write(f"{psutil.Process().memory_info().rss}\n")

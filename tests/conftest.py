@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -11,27 +12,21 @@ from pathlib import Path
 
 import pytest
 from formats import cifar_batches, write_cifar, write_image_folder, write_mnist_folder
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
 
-from optstudy import resolvers
+from optstudy import cli
 from optstudy.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-resolvers.register()
-
-
-def compose_run(overrides: list[str], out_dir: Path | None = None) -> tuple[DictConfig, dict]:
-    """Compose conf/train.yaml like train.py does; return the config and the group choices."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    choices = dict(cfg.hydra.runtime.choices)
-    with open_dict(cfg):
-        del cfg["hydra"]
-        cfg.paths.output_dir = str(out_dir or "unused-output-dir")
-    return cfg, choices
+# Every ready-made optimizer config (custom.yaml is a template: it names no optimizer).
+OPTIMIZERS = sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml") if p.stem != "custom")
+# The optimizers beyond torch.optim's classic eleven (from torch.optim where it has them).
+NEW_OPTIMIZERS = [
+    "muon", "adafactor", "lion", "schedulefree_adamw", "schedulefree_sgd", "prodigy", "soap",
+    "adopt",
+]  # fmt: skip
+cli.project_root(ROOT)
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +39,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fashion_mnist_dir() -> Path:
     """The folder of the real Fashion-MNIST files, wherever train.py finds them without a
     download (data/fashion_mnist/, then the Debian package's folder); required in CI."""
-    cfg, _ = compose_run(["data=fashion_mnist", f"paths.root_dir={ROOT}"])
+    cfg, _ = cli.compose(["data=fashion_mnist", f"paths.root_dir={ROOT}"])
     try:
         files = instantiate(cfg.data.source, download=False).files()
     except DataError as exc:
@@ -87,6 +82,23 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+@pytest.fixture(scope="session")
+def vgg16_weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded VGG16 state dict in torchvision's layout, for ``model.weights=<file>``: the conv
+    base under ``features.N.*`` plus a classifier key that the transfer model ignores."""
+    import torch
+
+    from optstudy.models.vgg16_transfer import vgg16_features
+
+    with torch.random.fork_rng():
+        torch.manual_seed(42)
+        state = {f"features.{k}": v for k, v in vgg16_features(3).state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(4, 8)  # the real one is 4096×25088
+    path = tmp_path_factory.mktemp("weights") / "vgg16.pth"
+    torch.save(state, path)
+    return path
+
+
 def run_train(
     args: list[str], run_dir: Path, cache: Path, env: dict | None = None
 ) -> subprocess.CompletedProcess:
@@ -117,6 +129,17 @@ def _not_json(constant: str) -> None:
 def read_metrics(run_dir: Path) -> dict:
     """The metrics.json of a run directory, parsed strictly (NaN or Infinity: an error)."""
     return json.loads((run_dir / "metrics.json").read_text(), parse_constant=_not_json)
+
+
+def without_time(metrics: dict) -> dict:
+    """metrics.json without its wall-clock time (what differs between equal runs)."""
+    return {k: v for k, v in metrics.items() if k != "train_time_s"}
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """history.csv of a run directory without its wall-clock column, as rows."""
+    with open(run_dir / "history.csv") as f:
+        return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in csv.DictReader(f)]
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CONF, compose_run
+from conftest import CONF
 from hydra.utils import instantiate
 
+from optstudy.cli import compose
 from optstudy.data.augment import BatchAugment
 from optstudy.data.datamodule import TensorDataModule
 from optstudy.errors import ConfigError
@@ -21,16 +22,16 @@ def batch(n=64, h=12, w=10, seed=0) -> torch.Tensor:
 
 def test_choices_exist_and_compose():
     assert set(AUGMENTS) >= {"none", "flip_crop", "e2"}
-    assert compose_run([])[1]["augment"] == "none"
-    flip_crop = instantiate(compose_run(["augment=flip_crop", "augment.cutout=8"])[0].augment)
+    assert compose([])[1]["augment"] == "none"
+    flip_crop = instantiate(compose(["augment=flip_crop", "augment.cutout=8"])[0].augment)
     assert (flip_crop.hflip, flip_crop.crop_padding, flip_crop.cutout) == (True, 4, 8)
-    e2 = instantiate(compose_run(["augment=e2"])[0].augment)
+    e2 = instantiate(compose(["augment=e2"])[0].augment)
     assert e2.hflip and 0 < e2.max_rotation <= 20 and e2.crop_padding == 0
 
 
 def test_none_returns_the_batch_untouched():
     images = batch()
-    assert instantiate(compose_run([])[0].augment)(images) is images
+    assert instantiate(compose([])[0].augment)(images) is images
 
 
 def test_flip_mirrors_about_half_the_images():

@@ -47,7 +47,7 @@ def test_every_case_clocks_diagnostics_steps_in_the_proportion_of_a_run(tmp_path
     throughput = importlib.import_module("throughput")
     for name, case in throughput.CASES.items():
         overrides = throughput.run_overrides(case, "cpu", tmp_path / "cache", compiled=False)
-        cfg, _ = throughput.compose_run(overrides, tmp_path)
+        cfg, _ = throughput.cli.compose(overrides, tmp_path)
         interval = throughput.diagnostics_interval(name, case, cfg)
         clocked = range(case.warmup, case.warmup + case.steps)
         assert sum(step % interval == 0 for step in clocked) == case.steps // interval >= 1, name
@@ -60,3 +60,18 @@ def test_startup_measures_time_to_first_step(tmp_path):
     report = json.loads(out.read_text())
     assert report["overrides"] == ["data=digits"]
     assert 0 < report["median_cached_s"] < 120 and report["cached_s"] == [report["median_cached_s"]]
+
+
+def test_grouped_compares_one_process_per_run_with_a_grouped_sweep(tmp_path):
+    out = tmp_path / "grouped.json"
+    args = ["--runs", "2", "--repeats", "1", "--members", "3", "--out", str(out)]
+    tiny = ["data=digits", "model=mlp", "trainer.limit_val_batches=1", "trainer.max_epochs=1"]
+    result = run_script("grouped.py", *args, *tiny)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["runs"] == 2 and report["overrides"] == tiny
+    assert all(len(s) == 1 and s[0] > 0 for s in report["seconds"].values())
+    medians = report["median_s"]
+    expected = medians["one_process_per_run"] / medians["grouped"]
+    assert report["speedup"] == pytest.approx(expected, rel=1e-3)
+    assert len(report["rss_mb"]) == 3 and min(report["rss_mb"]) > 0

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import read_metrics, run_train
 
-from optstudy.optim.step_diagnostics import COLUMNS
+from optstudy.artifacts import DIAGNOSTICS_COLUMNS as COLUMNS
 
 RUN = ["data=digits", "model=mlp", "optimizer=adagrad", "trainer.max_epochs=2"]
 LAYERS = ["all", "net.1", "net.3"]  # the MLP's two Linear layers, after the whole model

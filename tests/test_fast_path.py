@@ -4,11 +4,13 @@ the fast_cifar model and its experiment, and peak GPU memory in metrics.json."""
 import pandas as pd
 import pytest
 import torch
-from conftest import compose_run
 from hydra.utils import instantiate
 from test_train_data_sets import train_in_process
 
+from optstudy.cli import compose
+from optstudy.data import build_datamodule
 from optstudy.data.synthetic import SyntheticSource
+from optstudy.errors import ConfigError
 from optstudy.module import input_memory_format
 
 TINY_SYNTHETIC = ["data=synthetic", "data.source.train_size=600", "data.source.test_size=100"]
@@ -39,8 +41,18 @@ def test_synthetic_source_is_seeded_and_shaped():
     assert source(0).fingerprint() != source(1).fingerprint()  # a new seed is a new cache file
 
 
+def test_synthetic_source_takes_a_square_size_and_needs_a_class_count(cache_dir):
+    cfg, _ = compose([*TINY_SYNTHETIC, "data.image_size=12", f"paths.cache_dir={cache_dir}"])
+    datamodule = build_datamodule(cfg.data, 0)
+    datamodule.setup()
+    images, _ = next(iter(datamodule.train_dataloader()))
+    assert images.shape == (128, 3, 12, 12) and datamodule.num_classes == 10
+    with pytest.raises(ConfigError, match=r"^data\.num_classes=null: synthetic data needs"):
+        SyntheticSource("synthetic", 3, 12, None, 10, 10)
+
+
 def test_fast_cifar_parameter_count():
-    cfg, _ = compose_run(["model=fast_cifar", "data=cifar10"])
+    cfg, _ = compose(["model=fast_cifar", "data=cifar10"])
     net = instantiate(cfg.model)
 
     def conv_bn(c_in, c_out):  # 3×3 conv without bias, BN scale and shift
@@ -61,7 +73,7 @@ def test_channels_last_run_matches_the_default_layout(tmp_path, cache_dir):
     accuracies not at all; the tolerances leave 10-100× room for other CPUs' kernels."""
     args = ["data=digits", "model=cnn_2c2d", "trainer.max_epochs=2", "trainer=cpu"]
     nchw = train_in_process(args, tmp_path / "nchw", cache_dir)
-    nhwc = train_in_process([*args, "channels_last=true"], tmp_path / "nhwc", cache_dir)
+    nhwc = train_in_process([*args, "module.channels_last=true"], tmp_path / "nhwc", cache_dir)
     first = [
         pd.read_csv(tmp_path / run / "history.csv")["train_loss"][0] for run in ("nchw", "nhwc")
     ]
@@ -84,5 +96,5 @@ def test_fast_cifar10_recipe_trains_on_the_cpu(tmp_path, cache_dir):
 def test_compiled_run_matches_the_eager_run(tmp_path, cache_dir):
     args = ["data=digits", "model=cnn_2c2d", "trainer.max_epochs=1", "trainer=cpu"]
     eager = train_in_process(args, tmp_path / "eager", cache_dir)
-    compiled = train_in_process([*args, "compile=true"], tmp_path / "compiled", cache_dir)
+    compiled = train_in_process([*args, "module.compile=true"], tmp_path / "compiled", cache_dir)
     assert compiled["final_train_loss"] == pytest.approx(eager["final_train_loss"], rel=1e-3)

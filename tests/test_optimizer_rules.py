@@ -7,11 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import compose_run
-from hydra.utils import instantiate
 from torch import nn
 
-from optstudy.optim import build_optimizer
+from optstudy.cli import compose
+from optstudy.optim import optimizer_factory, optimizer_from_config
 
 STEPS = 40
 
@@ -95,13 +94,13 @@ def _gradients(shapes: list[torch.Size], steps: int) -> list[list[torch.Tensor]]
 
 @pytest.mark.parametrize("name", ["adagrad", "rmsprop", "adam", "adamw"])
 def test_config_optimizer_follows_the_documented_rule(name):
-    cfg, _ = compose_run([f"optimizer={name}"])
+    cfg, _ = compose([f"optimizer={name}"])
     # The reference rules have no coupled L2, momentum, centering, lr decay or AMSGrad.
     assert cfg.optimizer.get("weight_decay", 0.0) == 0.0 or name == "adamw"
     assert not cfg.optimizer.get("momentum") and not cfg.optimizer.get("centered")
     assert not cfg.optimizer.get("lr_decay") and not cfg.optimizer.get("amsgrad")
     model = nn.Sequential(nn.Linear(5, 3), nn.Linear(3, 2)).double()
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.decay_norm_and_bias)
+    optimizer = optimizer_from_config(cfg.optimizer, model, cfg.module.decay_norm_and_bias)
     assert type(optimizer).__name__.lower() == name
     params = list(model.parameters())
     start = [p.detach().numpy().copy() for p in params]
@@ -121,10 +120,10 @@ def test_config_optimizer_follows_the_documented_rule(name):
 def test_adagrad_epsilon_placement_matters_only_for_tiny_gradients():
     """SEEDS's √(G + ε) and torch's √G + ε: the same step for ordinary gradients, but for a
     gradient of size √ε SEEDS's step is 1/√2 of torch's."""
-    cfg, _ = compose_run(["optimizer=adagrad", "optimizer.eps=1e-8"])
+    cfg, _ = compose(["optimizer=adagrad", "optimizer.eps=1e-8"])
     for g, ratio in ((0.5, 1.0), (1e-4, 2**-0.5)):
         param = nn.Parameter(torch.zeros(1, dtype=torch.float64))
-        optimizer = instantiate(cfg.optimizer)([param])
+        optimizer = optimizer_factory(cfg.optimizer)([param])
         param.grad = torch.full_like(param, g)
         optimizer.step()
         seeds = AdaGrad(cfg.optimizer.lr, cfg.optimizer.eps, 0.0).step(np.zeros(1), np.full(1, g))

@@ -3,11 +3,10 @@ Lightning trainers and configs composed by Hydra, with the GPU count of a multi-
 
 import pytest
 import pytorch_lightning as pl
-from conftest import CONF
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
+from optstudy.cli import compose_job
 from optstudy.distributed import devices
 from optstudy.distributed.devices import job_gpu
 from optstudy.distributed.processes import check_processes
@@ -19,8 +18,7 @@ def hydra_job():
     """Set Hydra's config of a job (as a launcher does before each job); unset it afterwards."""
 
     def start(overrides: list[str]):
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = compose_job(overrides)
         HydraConfig.instance().set_config(cfg)
         return cfg
 

@@ -61,7 +61,7 @@ def test_a_failed_or_diverged_job_does_not_stop_the_sweep(digits_sweep):
     sweep_dir, result = digits_sweep
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
-    assert [p.name for p in jobs] == ["0-sgd-s0", "1-sgd-s0", "2-sgd-s0"]
+    assert [p.name for p in jobs] == ["0-sgd-constant-s0", "1-sgd-constant-s0", "2-sgd-constant-s0"]
     assert read_metrics(jobs[0])["status"] == "completed"
     assert read_metrics(jobs[1])["status"] == "diverged"
     assert not (jobs[2] / "metrics.json").exists()
@@ -88,7 +88,10 @@ def test_summary_has_one_row_per_configuration(report):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_summary_numbers_match_the_runs_metrics(report, fashion_sweep, optimizer):
     row = _summary(report).query("data == 'fashion_mnist' and optimizer == @optimizer").iloc[0]
-    runs = [read_metrics(p.parent) for p in fashion_sweep.glob(f"*-{optimizer}-s*/metrics.json")]
+    runs = [
+        read_metrics(p.parent)
+        for p in fashion_sweep.glob(f"*-{optimizer}-constant-s*/metrics.json")
+    ]
     assert row["seeds"] == len(runs) == 2 and row["diverged"] == 0
     for metric in ("best_val_acc", "final_val_acc", "test_acc", "final_val_loss", "train_time_s"):
         values = np.array([m[metric] for m in runs])
@@ -171,7 +174,8 @@ def test_reading_matches_welchs_test(report, fashion_sweep):
     comparison = pd.read_csv(report / "comparison.csv").query("task == 'fashion_mnist/lenet5'")
     values = {
         name: [
-            read_metrics(p.parent)["test_acc"] for p in fashion_sweep.glob(f"*-{name}-s*/m*.json")
+            read_metrics(p.parent)["test_acc"]
+            for p in fashion_sweep.glob(f"*-{name}-constant-s*/m*.json")
         ]
         for name in ("sgd", "adam")
     }
@@ -184,7 +188,7 @@ def test_reading_matches_welchs_test(report, fashion_sweep):
 
 
 def test_lr_schedule_comes_from_the_step_log(fashion_sweep):
-    run = next(fashion_sweep.glob("*-adam-s0"))
+    run = next(fashion_sweep.glob("*-adam-constant-s0"))
     log = pd.read_csv(run / "csv" / "metrics.csv")
     logged = log[["step", "lr-Adam"]].dropna()
     assert len(logged) >= 4
@@ -201,7 +205,9 @@ def test_diagnostics_plot_shows_the_mean_over_seeds(report, fashion_sweep):
     step_size, grad_norm = figure.axes[0], figure.axes[1]
     assert [line.get_label() for line in step_size.lines] == configs
     for line, name in zip(grad_norm.lines, ("adam", "sgd"), strict=True):
-        seeds = [pd.read_csv(d / "diagnostics.csv") for d in fashion_sweep.glob(f"*-{name}-s*")]
+        seeds = [
+            pd.read_csv(d / "diagnostics.csv") for d in fashion_sweep.glob(f"*-{name}-constant-s*")
+        ]
         whole = [s[s["layer"] == "all"].set_index("step")["grad_norm"] for s in seeds]
         assert len(whole) == 2 and whole[0].index.tolist() == list(range(0, 40, 5))
         np.testing.assert_allclose(line.get_ydata(), (whole[0] + whole[1]) / 2)
@@ -216,9 +222,9 @@ def test_runs_without_diagnostics_still_report(tmp_path, fashion_sweep):
     them no diagnostics callback in its config; then no run has diagnostics at all."""
     sweep, out = tmp_path / "fashion", tmp_path / "out"
     shutil.copytree(fashion_sweep, sweep)
-    for path in sweep.glob("*-adam-s*/diagnostics.csv"):
+    for path in sweep.glob("*-adam-constant-s*/diagnostics.csv"):
         path.unlink()
-    config_file = next(sweep.glob("*-adam-s0")) / ".hydra" / "config.yaml"
+    config_file = next(sweep.glob("*-adam-constant-s0")) / ".hydra" / "config.yaml"
     config = OmegaConf.load(config_file)
     del config.callbacks["diagnostics"]
     OmegaConf.save(config, config_file)

@@ -7,10 +7,10 @@ with the highest ``val_acc``."""
 import pandas as pd
 import pytest
 import torch
-from conftest import compose_run
 from hydra.utils import instantiate
 from test_train_data_sets import train_in_process
 
+from optstudy.cli import compose
 from optstudy.data import build_datamodule
 
 # 20 steps of 64 images an epoch.
@@ -106,7 +106,7 @@ def test_best_checkpoint_holds_the_weights_of_the_best_validation_epoch(tmp_path
     assert best_epoch < 2 and accs[2] < accs[best_epoch] - 0.2
     checkpoints = run_dir / "checkpoints"
     assert torch.load(checkpoints / "best.ckpt", weights_only=True)["epoch"] == best_epoch
-    cfg, _ = compose_run(args, run_dir)
+    cfg, _ = compose(args, run_dir)
     # One image of the 216 is 0.0046: the two computations count the same images.
     assert _val_acc(cfg, checkpoints / "best.ckpt") == pytest.approx(accs.max(), abs=1e-6)
     assert _val_acc(cfg, checkpoints / "last.ckpt") == pytest.approx(accs[2], abs=1e-6)

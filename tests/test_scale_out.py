@@ -12,7 +12,9 @@ import sys
 import joblib
 import pandas as pd
 import pytest
-from conftest import ROOT, compose_run, read_metrics, run_train
+from conftest import ROOT, read_metrics, run_train
+
+from optstudy.cli import compose
 
 # Two epochs of 8 full batches of 64 examples (digits has 1,221 training images; one DDP
 # process takes 32 of each), whole validation and test splits.
@@ -33,12 +35,12 @@ def sweep_jobs(sweep_dir) -> list:
     return sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def assert_same_metrics(one: dict, two: dict) -> None:
-    """``two`` ended where ``one`` did, within :data:`TOLERANCE`."""
+def assert_same_metrics(one: dict, two: dict, tolerance: float = TOLERANCE) -> None:
+    """``two`` ended where ``one`` did, within ``tolerance`` (default :data:`TOLERANCE`)."""
     ends = ("status", "steps", "epochs")
     assert [two[key] for key in ends] == [one[key] for key in ends]
     for key in COMPARED:
-        expected = None if one[key] is None else pytest.approx(one[key], abs=TOLERANCE)
+        expected = None if one[key] is None else pytest.approx(one[key], abs=tolerance)
         assert two[key] == expected, key
 
 
@@ -111,13 +113,13 @@ def test_a_ddp_cpu_run_trains_a_batch_norm_model(tmp_path, cache_dir):
     metrics = read_metrics(tmp_path / "ddp")
     assert (metrics["status"], metrics["steps"]) == ("completed", 2 * 20)  # ⌈1,222 / 64⌉ = 20
     assert metrics["final_val_acc"] > 0.5  # it learns (chance: 0.1)
-    cfg, _ = compose_run(["trainer=ddp"])
+    cfg, _ = compose(["trainer=ddp"])
     assert cfg.trainer.sync_batchnorm is True
 
 
 def test_submitit_runs_each_job_as_a_ddp_run_of_its_tasks(joblib_sweep, submitit_sweep):
     jobs = sweep_jobs(submitit_sweep)
-    assert [j.name for j in jobs] == ["0-sgd-s0", "1-sgd-s0"]
+    assert [j.name for j in jobs] == ["0-sgd-constant-s0", "1-sgd-constant-s0"]
     for one_process, ddp_job in zip(sweep_jobs(joblib_sweep[0]), jobs, strict=True):
         assert_same_metrics(read_metrics(one_process), read_metrics(ddp_job))
     logs = sorted((submitit_sweep / ".submitit").rglob("*_log.err"))

@@ -5,18 +5,21 @@ import hashlib
 import subprocess
 import sys
 
-import optuna
 import pytest
 import yaml
-from conftest import CONF, ROOT, compose_run, read_metrics, run_train
-from hydra import compose, initialize_config_dir
+from conftest import CONF, ROOT, read_metrics, run_train
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from optuna.trial import TrialState
 
+from optstudy.cli import compose, compose_job
+from optstudy.study.__main__ import protocol_and_spaces
+from optstudy.study.protocol import configuration, defaults_jobs, final_jobs, tuning_jobs
 from optstudy.validation import validate
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-STUDIES = sorted(p.stem for p in (CONF / "study").glob("*.yaml") if p.stem != "base")
+# Every study file but the shared bases (base.yaml, tuned.yaml: not studies themselves).
+STUDIES = sorted(p.stem for p in (CONF / "study").glob("*.yaml") if p.stem not in ("base", "tuned"))
+TUNED_STUDIES = [s for s in STUDIES if "tuning:" in (CONF / "study" / f"{s}.yaml").read_text()]
+PLAIN_STUDIES = [s for s in STUDIES if s not in TUNED_STUDIES]
 # Few steps of every run: the shape of the config is tested, not its result.
 FEW_STEPS = [
     "trainer.max_epochs=1",
@@ -29,8 +32,7 @@ FEW_STEPS = [
 def study_sweep(study: str) -> tuple[str, dict[str, list[str]]]:
     """The sweep dir of ``study`` and the values of each key its ``hydra.sweeper.params`` sweeps,
     parsed by Hydra's override parser as the basic sweeper does."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[f"study={study}"], return_hydra_config=True)
+    cfg = compose_job([f"study={study}"])
     params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
     parsed = OverridesParser.create().parse_overrides(params)
     values = {
@@ -61,26 +63,33 @@ def test_the_five_reference_experiments_and_their_studies_exist():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_validates(experiment):
-    cfg, _ = compose_run([f"experiment={experiment}"])
+    cfg, _ = compose([f"experiment={experiment}"])
     validate(cfg)
     comment = (CONF / "experiment" / f"{experiment}.yaml").read_text()
     assert f"E{experiment[1]} of SEEDS.md" in comment and "Differs" in comment
 
 
 @pytest.mark.parametrize("study", STUDIES)
+def test_a_named_study_is_named_after_its_file(study):
+    """dvc.yaml names the study file once and derives the rest from its study.name."""
+    cfg, _ = compose([f"study={study}"])
+    assert cfg.get("study") is None or cfg.study.name == study
+
+
+@pytest.mark.parametrize("study", PLAIN_STUDIES)
 def test_every_swept_value_of_a_study_composes_and_validates(study):
     sweep_dir, sweep = study_sweep(study)
     assert sweep_dir == f"results/{study}"
     assert len(sweep["seed"]) >= 2 and len(sweep) >= 2
     for job in one_job_per_value(sweep):
-        cfg, _ = compose_run([f"study={study}", *job])
+        cfg, _ = compose([f"study={study}", *job])
         validate(cfg)
 
 
 def test_e4_study_sweeps_the_adagrad_grid_under_the_protocol():
     _, sweep = study_sweep("e4")
     assert sweep["optimizer.lr"] == ["0.01", "0.001", "0.0001"]
-    cfg, choices = compose_run(["study=e4", "optimizer.lr=0.001"])
+    cfg, choices = compose(["study=e4", "optimizer.lr=0.001"])
     assert (choices["optimizer"], choices["scheduler"], choices["callbacks"]) == (
         "adagrad", "plateau", "early_stopping"
     )  # fmt: skip
@@ -91,7 +100,7 @@ def test_e4_study_sweeps_the_adagrad_grid_under_the_protocol():
 def test_e3_variants_are_the_three_runs_of_the_write_up():
     runs = {}
     for variant in ("e3_sgd_fixed", "e3_sgd_exp_decay", "e3_adam"):
-        cfg, choices = compose_run(["experiment=e3_mnist_lr_strategies", f"variant={variant}"])
+        cfg, choices = compose(["experiment=e3_mnist_lr_strategies", f"variant={variant}"])
         runs[variant] = (choices["optimizer"], cfg.optimizer.lr, choices["scheduler"])
         assert (choices["data"], choices["model"], cfg.trainer.max_epochs) == ("mnist", "mlp", 10)
     assert runs == {
@@ -110,11 +119,11 @@ def test_cfg_job_prints_an_experiment():
 
 
 def test_studies_run_a_few_steps(tmp_path, cache_dir, tiny_mnist_dir, fashion_mnist_dir):
-    """One job of each study (its per-run settings, default optimizer and seed) in one sweep;
+    """One job of each plain study (its per-run settings, default optimizer and seed) in one sweep;
     E3's MNIST is a small real-format copy."""
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mnist").symlink_to(tiny_mnist_dir)
-    studies = [s for s in STUDIES if s not in ("e1", "e2")]
+    studies = [s for s in PLAIN_STUDIES if s not in ("e1", "e2")]
     args = ["-m", f"study={','.join(studies)}", *FEW_STEPS, f"paths.data_dir={tmp_path}/data"]
     result = run_train([*args, f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path / "r", cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -122,10 +131,10 @@ def test_studies_run_a_few_steps(tmp_path, cache_dir, tiny_mnist_dir, fashion_mn
     assert [read_metrics(j.parent)["status"] for j in jobs] == ["completed"] * len(studies)
 
 
-def test_e1_study_runs_a_few_steps(tmp_path, cache_dir, stars_dir):
-    """E1 on a small 17-class image folder, at 32×32 and without pre-trained weights."""
+def test_e1_study_runs_a_few_steps(tmp_path, cache_dir, stars_dir, vgg16_weights_file):
+    """E1 on a small 17-class image folder, at 32×32, with a stand-in weights file."""
     args = ["study=e1", "variant=e1_adam_staircase", f"data.root={stars_dir}", *FEW_STEPS]
-    args += ["data.image_size=[32,32]", "model.weights=null"]
+    args += ["data.image_size=32", f"model.weights={vgg16_weights_file}"]
     result = run_train(args, tmp_path / "run", cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = read_metrics(tmp_path / "run")
@@ -145,36 +154,34 @@ def test_e2_study_runs_a_few_steps(tmp_path, cache_dir, cifar_tarball):
 
 
 def test_optuna_searches_the_lr_and_maximises_best_val_acc(tmp_path, cache_dir):
+    """The search space here is a Hydra interval on the command line (the optimizer's own
+    search_space and the sweeper's other settings: test_optuna_sweeper.py)."""
     args = ["-m", "hparams_search=lr_optuna", "data=digits", "model=mlp", "optimizer=sgd"]
-    args += ["hydra.sweeper.n_trials=3", *FEW_STEPS, f"hydra.sweep.dir={tmp_path}/sweep"]
+    args += ["optimizer.lr=tag(log, interval(1e-4, 0.5))", "hydra.sweeper.n_trials=3"]
+    args += [*FEW_STEPS, f"hydra.sweep.dir={tmp_path}/sweep"]
     result = run_train(args, tmp_path / "r", cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
-    trials = [read_metrics(p.parent) for p in (tmp_path / "sweep").glob("*/metrics.json")]
-    assert len(trials) == 3 and len({t["lr"] for t in trials}) == 3
-    assert all(1e-5 <= t["lr"] <= 1.0 for t in trials)
+    trials = [read_metrics(tmp_path / "sweep" / f"{n}-sgd-constant-s0") for n in range(3)]
+    assert len({t["lr"] for t in trials}) == 3 and all(1e-4 <= t["lr"] <= 0.5 for t in trials)
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
-    assert best["best_value"] == pytest.approx(max(t["best_val_acc"] for t in trials))
+    assert best["trials"] == {"COMPLETE": 3}
+    top = trials[best["best_trial"]]
+    assert best["best_value"] == top["best_val_acc"] == max(t["best_val_acc"] for t in trials)
+    assert best["best_params"] == {"optimizer.lr": top["lr"]}
 
 
-def test_optuna_scores_a_diverged_trial_zero_and_marks_a_failed_one_failed(tmp_path, cache_dir):
-    """Three trials of lr_optuna over a fixed choice: a run that learns, one that diverges
-    (its trial scores 0.0) and one that fails (its trial is FAIL and the search goes on).
-    TPE's seeded start draws the choices in a fixed order: seed 2 draws each once."""
-    storage = f"sqlite:///{tmp_path}/optuna.db"
-    args = ["-m", "hparams_search=lr_optuna", "data=digits", "model=mlp", "optimizer=sgd"]
-    args += ["optimizer.lr=choice(0.05,1000000.0,-1)", "hydra.sweeper.n_trials=3"]
-    args += ["hydra.sweeper.sampler.seed=2", f"hydra.sweeper.storage={storage}", *FEW_STEPS]
-    result = run_train([*args, f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path / "r", cache_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = optuna.load_study(study_name="lr_search", storage=storage).trials
-    by_lr = {t.params["optimizer.lr"]: t for t in trials}
-    assert sorted(by_lr) == [-1, 0.05, 1e6], "the seeded start no longer draws each lr once"
-    runs = {read_metrics(p.parent)["lr"]: read_metrics(p.parent) for p in tmp_path.glob("s*/*/m*")}
-    assert sorted(runs) == [0.05, 1e6]  # the failed job left no metrics.json
-    assert runs[1e6]["status"] == "diverged" and runs[0.05]["status"] == "completed"
-    assert by_lr[0.05].state == TrialState.COMPLETE
-    assert by_lr[0.05].value == pytest.approx(runs[0.05]["best_val_acc"])
-    assert (by_lr[1e6].state, by_lr[1e6].value) == (TrialState.COMPLETE, 0.0)
-    assert (by_lr[-1].state, by_lr[-1].value) == (TrialState.FAIL, None)
-    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
-    assert best["best_params"] == {"optimizer.lr": 0.05}
+@pytest.mark.parametrize("study", TUNED_STUDIES)
+def test_every_run_of_a_tuned_study_composes_and_validates(study):
+    """Each task × optimizer of every phase (its first and last tuning setting, the defaults
+    and a final run) composes as the study sweeper composes it, and validates."""
+    protocol, spaces = protocol_and_spaces([f"study={study}"])
+    tune = list(tuning_jobs(protocol, spaces))
+    selected = {
+        configuration(job.optimizer, job.scheduler): {job.task.name: job.setting} for job in tune
+    }
+    jobs = [*tune[:: max(1, len(tune) // 12)], tune[-1], *defaults_jobs(protocol)]
+    jobs += list(final_jobs(protocol, selected))[:4]
+    for job in jobs:
+        cfg, _ = compose([f"study={study}", *job.overrides()])
+        assert (cfg.study.task, cfg.study.phase) == (job.task.name, job.phase)
+        validate(cfg)

@@ -127,7 +127,11 @@ BAD_INPUTS = [
     (["seed=-1"], 2, "error: seed=-1 is invalid: must be an integer >= 0"),
     (["seed=abc"], 2, "error: seed=abc is invalid"),
     (["trainer.max_epochs=abc"], 2, "error: trainer.max_epochs=abc is invalid"),
-    (["divergence_factor=0.5"], 2, "error: divergence_factor=0.5 is invalid: must be > 1 or null"),
+    (
+        ["module.divergence_factor=0.5"],
+        2,
+        "error: module.divergence_factor=0.5 is invalid: must be > 1 or null",
+    ),
     (["model=lenet5", "model.padding=0"], 2, "error: the model cannot take 1×8×8 inputs"),
     (
         ["callbacks.diagnostics.interval=0"],

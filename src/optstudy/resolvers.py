@@ -21,11 +21,17 @@ def job_devices(accelerator: str) -> int | list[int]:
 
 
 def register() -> None:
-    """Register ``${sweep:<list>}``, ``${job_gpu:<accelerator>}`` and ``${gpu_count:}``
-    (idempotent)."""
+    """Register ``${sweep:<list>}``, ``${job_gpu:<accelerator>}``, ``${gpu_count:}`` and
+    ``${run_name:<optimizer>,<scheduler>,<seed>}`` (idempotent)."""
+    from optstudy.artifacts import run_dir_name
     from optstudy.distributed.devices import gpu_count
 
-    resolvers = {"sweep": sweep_values, "job_gpu": job_devices, "gpu_count": gpu_count}
+    resolvers = {
+        "sweep": sweep_values,
+        "job_gpu": job_devices,
+        "gpu_count": gpu_count,
+        "run_name": run_dir_name,
+    }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +35,9 @@ class RunDirCheck(Callback):
     """Hydra callback: stop with one line (exit 2) when the run or sweep directory is unusable."""
 
     def _check(self, directory: str) -> None:
-        try:
-            check_writable(Path(directory))
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
+        from optstudy.cli import guarded
+
+        guarded(lambda: check_writable(Path(directory)))
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Before a single run."""

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from optstudy.errors import find_user_error
+from optstudy.cli import error_line, expected_error
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def objective(metrics: Mapping[str, Any]) -> float:
 def report_failed_job(exc: BaseException, job_dir: Path) -> None:
     """Say in one line on stderr that the job in ``job_dir`` failed, and log it into the job's
     log file (with the traceback when the error is not a user error)."""
-    user_error = find_user_error(exc)
-    message = str(user_error) if user_error else f"{type(exc).__name__}: {exc}"
+    user_error = expected_error(exc)
+    message = error_line(user_error) if user_error else f"{type(exc).__name__}: {exc}"
     print(f"error: job {job_dir} failed, the sweep goes on: {message}", file=sys.stderr)
     log.error("job failed: %s", message, exc_info=user_error is None)

@@ -9,12 +9,13 @@ import pytorch_lightning as pl
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from optstudy.artifacts import DIAGNOSTICS_COLUMNS, WHOLE_MODEL
 from optstudy.atomic import atomic_write_csv
 from optstudy.errors import ConfigError
-from optstudy.optim.step_diagnostics import COLUMNS, WHOLE_MODEL, Snapshot, measure, take_snapshot
+from optstudy.optim.step_diagnostics import Snapshot, measure, take_snapshot
 
 # Columns of the whole-model row that go to the loggers, as "diagnostics/<column>".
-LOGGED = COLUMNS[3:]
+LOGGED = DIAGNOSTICS_COLUMNS[3:]
 
 
 class OptimizerDiagnostics(pl.Callback):
@@ -93,4 +94,4 @@ class OptimizerDiagnostics(pl.Callback):
 
     def _write(self, trainer: pl.Trainer) -> None:
         if trainer.is_global_zero:
-            atomic_write_csv(self.path, COLUMNS, self.rows)
+            atomic_write_csv(self.path, DIAGNOSTICS_COLUMNS, self.rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from pathlib import Path
@@ -45,3 +46,15 @@ def load_prepared(path: Path, mmap: bool = False) -> ImageSplits:
     """Load a cache file written by :func:`prepare` (tensors and strings only); with ``mmap``
     the tensors map the file instead of being read (cheap, to inspect shapes)."""
     return ImageSplits.from_dict(torch.load(path, weights_only=True, mmap=mmap))
+
+
+@functools.lru_cache(maxsize=1)
+def _load_once(path: Path, version: tuple[int, int]) -> ImageSplits:
+    return load_prepared(path)
+
+
+def load_shared(path: Path) -> ImageSplits:
+    """:func:`load_prepared`, read once per process while the file stays the same: the runs of
+    a group (one process, one data set) share it. Treat the tensors as read-only."""
+    stat = Path(path).stat()
+    return _load_once(Path(path).resolve(), (stat.st_mtime_ns, stat.st_size))

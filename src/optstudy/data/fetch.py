@@ -17,10 +17,10 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 
+from optstudy import cli
 from optstudy.atomic import atomic_write
 from optstudy.data.idx import read_idx
 from optstudy.data.mnist import FILES, IdxSource
-from optstudy.data.prepare import compose_config, run_cli
 from optstudy.errors import ConfigError
 
 
@@ -44,7 +44,7 @@ def fetch_idx(source: IdxSource, target: Path) -> list[Path]:
 
 def fetch(overrides: list[str]) -> list[Path]:
     """Compose the config like train.py and fetch its data set into the data folder."""
-    cfg = compose_config(overrides)
+    cfg, _ = cli.compose(overrides)
     source = instantiate(cfg.data.source)
     if not isinstance(source, IdxSource):
         raise ConfigError(
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in fetch(sys.argv[1:] if argv is None else argv):
             print(path)
 
-    return run_cli(action)
+    return cli.command(action)
 
 
 if __name__ == "__main__":

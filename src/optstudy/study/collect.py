@@ -15,49 +15,26 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from optstudy.artifacts import (
+    CHOICE_GROUPS,
+    CONFIG_FILE,
+    DIAGNOSTICS_COLUMNS,
+    DIAGNOSTICS_FILE,
+    HISTORY_COLUMNS,
+    HISTORY_FILE,
+    HYDRA_FILE,
+    INCOMPLETE,
+    METRIC_FIELDS,
+    STEP_LOG_FILE,
+    is_experiment_key,
+    read_metrics,
+)
 from optstudy.errors import OptstudyError
 
-# Config keys that say where things are or how progress is shown, not what is trained.
-NOT_HYPERPARAMETERS = (
-    "seed",
-    "paths",
-    "logger",
-    "callbacks.progress_bar",
-    "callbacks.diagnostics",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.default_root_dir",
-    "data.cache_dir",
-    "data.eval_batch_size",
-    "data.source.search_dirs",
-    "data.source.download_dir",
-    "data.source.download",
-)
 # Hydra config groups whose choice is no setting of its own (its settings are in the config).
 NOT_CHOICES = ("hydra", "paths", "logger", "study", "hparams_search", "experiment", "variant")
-# Choices every run row names in a column of its own (from hydra.yaml, else metrics.json).
-MAIN_CHOICES = ("data", "model", "optimizer", "scheduler")
-# Columns every run row has, from metrics.json (NaN for incomplete runs).
-METRIC_COLUMNS = (
-    "best_val_acc",
-    "final_val_acc",
-    "test_acc",
-    "final_val_loss",
-    "final_train_loss",
-    "test_loss",
-    "epochs",
-    "steps",
-    "train_time_s",
-)
-# The columns of history.csv (written by optstudy.callbacks.EpochHistory).
-HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "elapsed_s")
-# The columns of diagnostics.csv (optstudy.optim.step_diagnostics.COLUMNS, named here so that
-# the report does not import torch).
-DIAGNOSTICS_COLUMNS = (
-    "step", "epoch", "layer", "grad_norm", "param_norm", "update_norm", "update_ratio",
-    "distance_from_init", "eff_step_p10", "eff_step_median", "eff_step_p90",
-)  # fmt: skip
-WHOLE_MODEL = "all"  # the layer of diagnostics.csv's whole-model rows
+# The optimizer choice that takes a user's own class (conf/optimizer/custom.yaml).
+CUSTOM_OPTIMIZER = "custom"
 CONFIG_PREFIX = "cfg."
 CHOICE_PREFIX = "choice."
 
@@ -71,8 +48,13 @@ class Study:
     """All runs found under some paths.
 
     ``runs``: one row per run directory: ``run`` (its path), ``status`` (completed, diverged or
-    incomplete), ``seed``, ``lr``, :data:`METRIC_COLUMNS`, :data:`MAIN_CHOICES`, the other
-    config-group choices as ``choice.<group>`` and every hyper-parameter as ``cfg.<dotted key>``.
+    incomplete), ``seed``, ``lr``, ``study``, ``phase`` and ``study_task`` (a tuned study's
+    name, phase and task name, else None), ``job`` (its number in its sweep, from Hydra; None
+    for a single run), the metrics.json fields of
+    :data:`~optstudy.artifacts.METRIC_FIELDS`, the choices of
+    :data:`~optstudy.artifacts.CHOICE_GROUPS`, the other config-group choices as
+    ``choice.<group>`` and every hyper-parameter as ``cfg.<dotted key>`` (the seed and the
+    keys of :data:`~optstudy.artifacts.NOT_EXPERIMENT` are none).
     ``histories``: history.csv of every run, long, with its ``run``.
     ``diagnostics``: diagnostics.csv of every run that has one, long, with its ``run``.
     """
@@ -89,7 +71,7 @@ def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
     for path in map(Path, paths):
         if not path.exists():
             raise StudyError(f"{path} does not exist")
-        candidates = [path / ".hydra" / "config.yaml", *path.rglob(".hydra/config.yaml")]
+        candidates = [path / CONFIG_FILE, *path.rglob(CONFIG_FILE)]
         found.update(c.parent.parent for c in candidates if c.is_file())
     if not found:
         raise StudyError(
@@ -99,26 +81,27 @@ def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
     return sorted(found)
 
 
-def _is_hyperparameter(key: str) -> bool:
-    return not any(key == k or key.startswith(k + ".") for k in NOT_HYPERPARAMETERS)
-
-
 def _flat_config(config: DictConfig) -> dict[str, Any]:
     """The hyper-parameters of a config as ``{"cfg.<dotted key>": value}``; lists as JSON text."""
     flat = pd.json_normalize(OmegaConf.to_container(config), sep=".").iloc[0].to_dict()
     return {
         CONFIG_PREFIX + key: json.dumps(value) if isinstance(value, list | dict) else value
         for key, value in flat.items()
-        if _is_hyperparameter(key)
+        if key != "seed" and is_experiment_key(key)
     }
 
 
-def _choices(run_dir: Path) -> dict[str, str]:
+def _hydra(run_dir: Path) -> DictConfig | None:
+    """Hydra's own config of the run (None without hydra.yaml)."""
+    hydra_yaml = run_dir / HYDRA_FILE
+    return OmegaConf.load(hydra_yaml).hydra if hydra_yaml.is_file() else None
+
+
+def _choices(hydra: DictConfig | None) -> dict[str, str]:
     """The config-group choices Hydra recorded for the run (empty without hydra.yaml)."""
-    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
-    if not hydra_yaml.is_file():
+    if hydra is None:
         return {}
-    choices = OmegaConf.load(hydra_yaml).hydra.runtime.choices
+    choices = hydra.runtime.choices
     return {
         group: option
         for group, option in choices.items()
@@ -128,19 +111,25 @@ def _choices(run_dir: Path) -> dict[str, str]:
 
 def load_run(run_dir: Path) -> dict[str, Any]:
     """One row of :attr:`Study.runs` for ``run_dir``."""
-    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    metrics_file = run_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    config = OmegaConf.load(run_dir / CONFIG_FILE)
+    metrics = read_metrics(run_dir) or {}
+    hydra = _hydra(run_dir)
     row: dict[str, Any] = {
         "run": str(run_dir),
-        "status": metrics.get("status", "incomplete"),
+        "status": metrics.get("status", INCOMPLETE),
         "seed": config.get("seed"),
         "lr": OmegaConf.select(config, "optimizer.lr"),
+        "study": OmegaConf.select(config, "study.name"),  # a tuned study's name
+        "phase": OmegaConf.select(config, "study.phase"),  # tune, defaults, final (tuned study)
+        "study_task": OmegaConf.select(config, "study.task"),
+        "job": OmegaConf.select(hydra, "job.num") if hydra is not None else None,  # in its sweep
     }
-    row.update({key: metrics.get(key) for key in METRIC_COLUMNS})
-    choices = _choices(run_dir)
-    row.update({group: choices.get(group, metrics.get(group)) for group in MAIN_CHOICES})
-    row.update({CHOICE_PREFIX + g: v for g, v in choices.items() if g not in MAIN_CHOICES})
+    row.update({key: metrics.get(key) for key in METRIC_FIELDS})
+    choices = _choices(hydra)
+    row.update({group: choices.get(group, metrics.get(group)) for group in CHOICE_GROUPS})
+    if row["optimizer"] == CUSTOM_OPTIMIZER:  # a user's own class: named by its import path
+        row["optimizer"] = OmegaConf.select(config, "optimizer._target_")
+    row.update({CHOICE_PREFIX + g: v for g, v in choices.items() if g not in CHOICE_GROUPS})
     row.update(_flat_config(config))
     return row
 
@@ -153,13 +142,13 @@ def _load_csv(run_dir: Path, name: str, columns: tuple[str, ...]) -> pd.DataFram
 
 def load_history(run_dir: Path) -> pd.DataFrame:
     """history.csv of a run (empty when it has none yet), with a ``run`` column."""
-    return _load_csv(run_dir, "history.csv", HISTORY_COLUMNS)
+    return _load_csv(run_dir, HISTORY_FILE, HISTORY_COLUMNS)
 
 
 def load_diagnostics(run_dir: Path) -> pd.DataFrame:
     """diagnostics.csv of a run (empty when it has none: diagnostics off, or an older run),
     with a ``run`` column."""
-    return _load_csv(run_dir, "diagnostics.csv", DIAGNOSTICS_COLUMNS)
+    return _load_csv(run_dir, DIAGNOSTICS_FILE, DIAGNOSTICS_COLUMNS)
 
 
 def load_lr_steps(run_dir: Path) -> pd.DataFrame:
@@ -168,14 +157,13 @@ def load_lr_steps(run_dir: Path) -> pd.DataFrame:
     ``csv/metrics.csv`` holds every ``log_every_n_steps``."""
     run_dir = Path(run_dir)
     parts = []
-    history, metrics_file = load_history(run_dir), run_dir / "metrics.json"
-    if not history.empty and metrics_file.is_file():
-        metrics = json.loads(metrics_file.read_text())
+    history, metrics = load_history(run_dir), read_metrics(run_dir)
+    if not history.empty and metrics is not None:
         steps_per_epoch = metrics["steps"] / max(metrics["epochs"], 1)
         parts.append(
             pd.DataFrame({"step": history["epoch"] * steps_per_epoch, "lr": history["lr"]})
         )
-    log_file = run_dir / "csv" / "metrics.csv"
+    log_file = run_dir / STEP_LOG_FILE
     log = pd.read_csv(log_file) if log_file.is_file() else pd.DataFrame()
     lr_column = next((c for c in log.columns if c.startswith("lr-")), None)
     if lr_column is not None:
@@ -191,7 +179,7 @@ def load_study(paths: Iterable[Path]) -> Study:
     paths = list(paths)
     run_dirs = find_run_dirs(paths)
     runs = pd.DataFrame([load_run(d) for d in run_dirs])
-    if (runs["status"] == "incomplete").all():
+    if (runs["status"] == INCOMPLETE).all():
         where = ", ".join(map(str, paths))
         raise StudyError(f"no finished run (with metrics.json) among the {len(runs)} under {where}")
     histories = pd.concat([load_history(d) for d in run_dirs], ignore_index=True)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from optstudy.artifacts import read_metrics
 
 
 class FinishWandbRun(Callback):
@@ -22,7 +23,7 @@ class FinishWandbRun(Callback):
         wandb = sys.modules.get("wandb")  # imported only by jobs with logger=wandb
         if wandb is None or wandb.run is None:
             return
-        metrics_path = Path(config.hydra.runtime.output_dir) / "metrics.json"
-        if metrics_path.is_file():
-            wandb.run.summary.update(json.loads(metrics_path.read_text()))
-        wandb.run.finish(exit_code=0 if metrics_path.is_file() else 1)
+        metrics = read_metrics(Path(config.hydra.runtime.output_dir))
+        if metrics is not None:
+            wandb.run.summary.update(metrics)
+        wandb.run.finish(exit_code=0 if metrics is not None else 1)

@@ -1,0 +1,125 @@
+"""The one entry point of every command: where the project is, how its config is composed, and
+how an expected error ends a command (one ``error:`` line, exit code 2).
+
+Imports neither torch nor Lightning, so that commands fail fast on bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from omegaconf import DictConfig, open_dict
+
+from optstudy import resolvers
+from optstudy.errors import ConfigError, find_user_error
+
+# The project folder (holding conf/train.yaml): set once here, read by conf/paths/default.yaml.
+ROOT_ENV = "OPTSTUDY_ROOT"
+# Set to 1 to see the traceback of an expected error instead of its one line.
+DEBUG_ENV = "OPTSTUDY_DEBUG"
+# Exit code of a command that stopped on an expected error.
+USER_ERROR_EXIT = 2
+CONFIG_NAME = "train"
+
+T = TypeVar("T")
+
+
+def project_root(default: Path | None = None) -> Path:
+    """The project folder: ``$OPTSTUDY_ROOT``, else ``default`` (else the current folder), which
+    then becomes ``$OPTSTUDY_ROOT`` for everything this process composes or starts."""
+    root = os.environ.setdefault(ROOT_ENV, str(Path(default or Path.cwd()).resolve()))
+    return Path(root)
+
+
+def config_dir() -> Path:
+    """The project's ``conf/`` folder; :class:`ConfigError` when it has no ``train.yaml``."""
+    conf = project_root() / "conf"
+    if not (conf / f"{CONFIG_NAME}.yaml").is_file():
+        raise ConfigError(
+            f"no conf/{CONFIG_NAME}.yaml in {conf.parent}: run from the project folder or set "
+            f"{ROOT_ENV}"
+        )
+    return conf
+
+
+def compose_job(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``conf/train.yaml`` with ``overrides`` as ``python train.py`` does, Hydra's own
+    node (``hydra.*``: launcher, sweeper, choices) included, as a launcher sees a job."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    resolvers.register()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose(CONFIG_NAME, overrides=list(overrides), return_hydra_config=True)
+
+
+def compose(
+    overrides: Sequence[str] = (), output_dir: Path | str | None = None
+) -> tuple[DictConfig, dict[str, str | None]]:
+    """The run config of :func:`compose_job` without its ``hydra`` node (``paths.output_dir``
+    set to ``output_dir``), and the config-group choices Hydra made."""
+    cfg = compose_job(overrides)
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.paths.output_dir = str(output_dir or "unused-output-dir")
+    return cfg, choices
+
+
+def debugging() -> bool:
+    """Whether expected errors should show their traceback (``OPTSTUDY_DEBUG=1``)."""
+    return bool(os.environ.get(DEBUG_ENV))
+
+
+def expected_error(exc: BaseException) -> BaseException | None:
+    """The user-fixable error behind ``exc``: an :class:`OptstudyError` anywhere in its chain
+    of causes (libraries such as Hydra wrap it), or a Hydra composition error (an unknown
+    option or key on the command line); None for anything else, which is a bug."""
+    from hydra.errors import HydraException
+
+    found = find_user_error(exc)
+    if found is None and isinstance(exc, HydraException):
+        return exc
+    return found
+
+
+def error_line(error: BaseException) -> str:
+    """``error`` as the one line the user reads (without the ``error:`` prefix)."""
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def fail(error: BaseException) -> None:
+    """Print ``error`` as one ``error:`` line on stderr and exit with code 2."""
+    print(f"error: {error_line(error)}", file=sys.stderr)
+    raise SystemExit(USER_ERROR_EXIT)
+
+
+def guarded(action: Callable[[], T]) -> T:
+    """Run ``action``; an expected error (see :func:`expected_error`) ends the process with one
+    ``error:`` line and exit code 2, unless ``OPTSTUDY_DEBUG`` asks for the traceback. Other
+    exceptions propagate."""
+    try:
+        return action()
+    except Exception as exc:
+        error = expected_error(exc)
+        if error is None or debugging():
+            raise
+        fail(error)
+        raise  # unreachable: fail() exits
+
+
+def command(action: Callable[[], object]) -> int:
+    """Run a command line tool's ``action`` with the project's log format and error handling;
+    return its exit code (0, or 2 after an expected error)."""
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s")
+    try:
+        guarded(action)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0

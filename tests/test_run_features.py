@@ -97,7 +97,7 @@ def test_best_checkpoint_holds_the_weights_of_the_best_validation_epoch(tmp_path
     """The lr grows tenfold each epoch (0.05, 0.5, 5): the last epoch wrecks the model, so the
     best epoch is an earlier one and best.ckpt must differ from last.ckpt."""
     args = [*DIGITS, "optimizer=sgd", "optimizer.lr=0.05", "scheduler=exponential"]
-    args += ["scheduler.gamma=10", "divergence_factor=null", "trainer.max_epochs=3"]
+    args += ["scheduler.gamma=10", "module.divergence_factor=null", "trainer.max_epochs=3"]
     args += [f"paths.cache_dir={cache_dir}"]
     run_dir = tmp_path / "run"
     metrics = train_in_process(args, run_dir, cache_dir)

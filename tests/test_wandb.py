@@ -19,7 +19,7 @@ from conftest import ROOT, read_metrics, run_train
 from omegaconf import OmegaConf
 from wandb_records import WandbRunFile, read_run_file, run_files
 
-from optstudy.optim.step_diagnostics import COLUMNS
+from optstudy.artifacts import DIAGNOSTICS_COLUMNS as COLUMNS
 from optstudy.tracking import plain_config
 from optstudy.tracking.wandb_mode import choose_mode
 

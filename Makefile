@@ -1,14 +1,15 @@
 # Two commands on a fresh Debian/Ubuntu machine:
 #   make run    install everything, fill data/, then `dvc repro`: the default study and its report
 #   make test   install everything, then run lint and the test suite
-# More: make train ARGS="optimizer=adagrad" (one run), make study / study-smoke (a study and its report).
+# More: make train ARGS="optimizer=adagrad" (one run), make study / study-smoke (a study and its report),
+# make test-slow (the long tests that make test leaves out).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU wheel; users with a GPU set TORCH="torch==<version>" with their CUDA build's index.
 TORCH ?= torch==2.13.0
 
-.PHONY: run train test data setup study study-smoke browser
+.PHONY: run train test test-slow data setup study study-smoke browser
 
 # The pipeline's commands call `python`: the venv's.
 run: setup data
@@ -23,6 +24,10 @@ TEST_WORKERS ?= auto
 test: setup data browser
 	$(PY) -m ruff check .
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=30 $(ARGS)
+
+# The tests marked slow (compile=true, ResNet-18 on CIFAR-10, VGG16 on 336×336 images): minutes.
+test-slow: setup data
+	$(PY) -m pytest -m slow $(ARGS)
 
 # A named study (conf/study/<name>.yaml) from scratch, then its report:
 #   make study                 the tuned default study: results/default/ and results/default/report/

@@ -1,6 +1,7 @@
 """Train one classifier: ``python train.py optimizer=adagrad`` (Hydra composes conf/train.yaml)."""
 
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -40,8 +41,12 @@ def main(cfg: DictConfig) -> float | None:
         print(f"interrupted: {exc}", file=sys.stderr)
         sys.exit(143)
     except Exception as exc:
-        if not in_sweep or cli.debugging():
+        if not in_sweep:
             raise
+        if cli.debugging():
+            # Hydra's launchers keep a job's exception until the other jobs have run: stop now.
+            traceback.print_exc()
+            sys.exit(1)
         report_failed_job(exc, out_dir)
         return None
     return objective(metrics)

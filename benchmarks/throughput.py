@@ -12,13 +12,17 @@ repeat, between
   callbacks and loggers, timed from inside the Lightning run by :class:`timing.StepTimer`.
 
 Both clock the same training steps (after ``warmup`` steps) on the same thread count; the
-ratio is pipeline samples/s over hand-loop samples/s. The JSON goes to ``--out``.
+ratio is pipeline samples/s over hand-loop samples/s. The clocked steps are a multiple of the
+run's optimizer-diagnostics interval, so they hold measured diagnostics steps in the
+proportion of a whole run (one per interval); the JSON records how many each arm measured.
+The JSON goes to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import json
 import logging
 import os
@@ -36,7 +40,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from timing import sync  # benchmarks/, the script's folder, is on sys.path
 
 from optstudy import cli
@@ -52,7 +56,9 @@ FASHION_SHAPED = ["data=synthetic", "data.channels=1", "data.image_size=[28,28]"
 
 @dataclass(frozen=True)
 class Case:
-    """A model on a data shape, and how many steps to clock (after ``warmup`` untimed ones)."""
+    """A model on a data shape, and how many steps to clock (after ``warmup`` untimed ones):
+    a multiple of the diagnostics interval, so that the clocked steps hold one measured step
+    per interval, as a whole run does."""
 
     overrides: tuple[str, ...]
     steps: int
@@ -60,9 +66,15 @@ class Case:
 
 
 CASES = {
+    # Clocks steps 5-204, of which 50, 100, 150 and 200 are measured (interval 50).
     "lenet5-fmnist": Case(("model=lenet5", *FASHION_SHAPED), steps=200),
-    "cnn_3c3d-fmnist": Case(("model=cnn_3c3d", *FASHION_SHAPED), steps=40),
-    "resnet18-cifar": Case(("model=resnet18", "data=synthetic"), steps=5, warmup=1),
+    # Clocks steps 5-54, of which 50 is measured.
+    "cnn_3c3d-fmnist": Case(("model=cnn_3c3d", *FASHION_SHAPED), steps=50),
+    # A step takes seconds on a CPU: 5 clocked steps (1-5) with step 5 measured, i.e. every
+    # 5 steps, ten times the default rate: an upper bound of the default's cost.
+    "resnet18-cifar": Case(
+        ("model=resnet18", "data=synthetic", "callbacks.diagnostics.interval=5"), steps=5, warmup=1
+    ),
 }
 
 
@@ -124,32 +136,60 @@ def pipeline(cfg: DictConfig, choices: dict[str, str], case: Case, out_dir: Path
     return json.loads((out_dir / "step_timer.json").read_text())["seconds"]
 
 
+def diagnostics_interval(name: str, case: Case, cfg: DictConfig) -> int | None:
+    """The run's diagnostics interval (None when off); an error unless the clocked steps are
+    a multiple of it."""
+    interval = OmegaConf.select(cfg, "callbacks.diagnostics.interval")
+    if interval and case.steps % interval:
+        raise ValueError(
+            f"{name}: {case.steps} clocked steps are no multiple of the diagnostics interval "
+            f"{interval}: the clock would hold measured steps out of proportion"
+        )
+    return interval
+
+
+def clocked_diagnostics(out_dir: Path, case: Case) -> int:
+    """How many of the clocked steps the run measured its optimizer diagnostics on."""
+    path = out_dir / "diagnostics.csv"
+    if not path.exists():
+        return 0
+    with open(path) as f:
+        steps = {int(row["step"]) for row in csv.DictReader(f)}
+    return sum(case.warmup <= step < case.warmup + case.steps for step in steps)
+
+
 def measure(
     name: str, case: Case, arms: dict[str, list[str]], args: argparse.Namespace, work: Path
 ) -> dict[str, object]:
     """Interleave the hand loop with each pipeline arm (extra overrides; ``pipeline`` has none),
-    repeat by repeat in a rotating order; return samples/s, medians and ratios to the hand loop."""
+    repeat by repeat in a rotating order; return samples/s, medians and ratios to the hand loop,
+    and how many clocked steps each arm measured diagnostics on."""
     device = torch.device(args.device)
     kinds = ["hand", *arms]
     rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+    measured: dict[str, int] = {}
+    overrides = run_overrides(case, args.device, work / "cache", args.compile)
+    interval = diagnostics_interval(name, case, cli.compose(overrides, work)[0])
     for repeat in range(args.repeats):
         shift = repeat % len(kinds)
         for kind in kinds[shift:] + kinds[:shift]:
             out_dir = work / f"{name}-{kind}-{repeat}"
-            overrides = run_overrides(case, args.device, work / "cache", args.compile)
             cfg, choices = cli.compose([*overrides, *arms.get(kind, [])], out_dir)
-            seconds = (
-                hand_loop(cfg, case, device)
-                if kind == "hand"
-                else pipeline(cfg, choices, case, out_dir)
-            )
+            if kind == "hand":
+                seconds = hand_loop(cfg, case, device)
+            else:
+                seconds = pipeline(cfg, choices, case, out_dir)
+                measured[kind] = clocked_diagnostics(out_dir, case)
             rates[kind].append(case.steps * cfg.data.batch_size / seconds)
             print(f"{name} repeat {repeat} {kind}: {rates[kind][-1]:.0f} samples/s", flush=True)
     medians = {kind: statistics.median(r) for kind, r in rates.items()}
     return {
         "overrides": list(case.overrides),
         "batch_size": cfg.data.batch_size,
+        "warmup": case.warmup,
         "steps": case.steps,
+        "diagnostics_interval": interval,
+        "diagnostics_steps_clocked": measured,
         "arms": arms,
         "samples_per_s": rates,
         "median": {kind: round(m, 1) for kind, m in medians.items()},
@@ -158,12 +198,16 @@ def measure(
 
 
 def table(results: dict[str, dict[str, object]]) -> str:
-    """The results as a Markdown table: samples/s of each arm and its ratio to the hand loop."""
+    """The results as a Markdown table: the clocked steps (and how many of them each arm
+    measured diagnostics on), samples/s of each arm and its ratio to the hand loop."""
     arms = list(next(iter(results.values()))["arms"])
-    head = ["case", "batch", "hand loop", *(f"{arm} (ratio)" for arm in arms)]
+    head = ["case", "batch", "clocked steps (diagnostics)", "hand loop"]
+    head += [f"{arm} (ratio)" for arm in arms]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
-        cells = [name, str(r["batch_size"]), f"{r['median']['hand']:.0f}"]
+        measured = ", ".join(f"{arm} {n}" for arm, n in r["diagnostics_steps_clocked"].items())
+        cells = [name, str(r["batch_size"]), f"{r['steps']} ({measured})"]
+        cells.append(f"{r['median']['hand']:.0f}")
         cells += [f"{r['median'][arm]:.0f} ({r['ratio'][arm]:.3f})" for arm in arms]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

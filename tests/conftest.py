@@ -5,18 +5,20 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from formats import cifar_batches, write_cifar, write_image_folder, write_mnist_folder
+from hydra.utils import instantiate
 
 from optstudy import cli
+from optstudy.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 # Every ready-made optimizer config (custom.yaml is a template: it names no optimizer).
 OPTIMIZERS = sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml") if p.stem != "custom")
 # The optimizers beyond torch.optim's classic eleven (from torch.optim where it has them).
@@ -35,12 +37,16 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def fashion_mnist_dir() -> Path:
-    """The real Fashion-MNIST files of the Debian package (required in CI)."""
-    if not (FASHION_MNIST_SYSTEM / "train-images-idx3-ubyte.gz").exists():
+    """The folder of the real Fashion-MNIST files, wherever train.py finds them without a
+    download (data/fashion_mnist/, then the Debian package's folder); required in CI."""
+    cfg, _ = cli.compose(["data=fashion_mnist", f"paths.root_dir={ROOT}"])
+    try:
+        files = instantiate(cfg.data.source, download=False).files()
+    except DataError as exc:
         if os.environ.get("CI"):
-            pytest.fail("CI must provide Fashion-MNIST: apt-get install dataset-fashion-mnist")
-        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
-    return FASHION_MNIST_SYSTEM
+            pytest.fail(f"CI must provide Fashion-MNIST (make data): {exc}")
+        pytest.skip(f"Fashion-MNIST not found (make data): {exc}")
+    return files[0].parent
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +66,20 @@ def stars_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 17-class image folder (the shape of E1's HollywoodStars), 6 mixed images a class."""
     names = [f"Star {chr(ord('A') + i)}" for i in range(17)]
     return write_image_folder(tmp_path_factory.mktemp("stars"), names, per_class=6)
+
+
+def copy_project(dest: Path) -> Path:
+    """Copy the project's files (tracked, and new ones git does not ignore) into ``dest``: what
+    a fresh clone of this working tree holds."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    for name in files:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
 
 
 @pytest.fixture(scope="session")
@@ -115,9 +135,13 @@ def snapshot(directory: Path) -> dict[str, bytes]:
     }
 
 
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def read_metrics(run_dir: Path) -> dict:
-    """The metrics.json of a run directory."""
-    return json.loads((run_dir / "metrics.json").read_text())
+    """The metrics.json of a run directory, parsed strictly (NaN or Infinity: an error)."""
+    return json.loads((run_dir / "metrics.json").read_text(), parse_constant=_not_json)
 
 
 def without_time(metrics: dict) -> dict:

@@ -1,6 +1,8 @@
-"""The benchmark scripts run as documented and write their JSON (the numbers themselves are
-measured on a quiet machine and kept in benchmarks/README.md, not asserted here)."""
+"""The benchmark scripts run as documented, clock what they say, and write their JSON (the
+numbers themselves are measured on a quiet machine and kept in benchmarks/README.md, not
+asserted here)."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -16,22 +18,40 @@ def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # 3 arms × 2 repeats × 205 LeNet-5 steps: over 10 minutes on 2 busy cores
 def test_throughput_compares_the_hand_loop_with_pipeline_arms(tmp_path):
     out = tmp_path / "throughput.json"
     args = ["--cases", "lenet5-fmnist", "--repeats", "2", "--out", str(out)]
-    arm = ["--arm", "no_bar", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
+    arm = ["--arm", "no_diagnostics", "callbacks.diagnostics=null"]
     result = run_script("throughput.py", *args, *arm)
     assert result.returncode == 0, result.stderr[-3000:]
     case = json.loads(out.read_text())["cases"]["lenet5-fmnist"]
-    assert case["batch_size"] == 128 and case["steps"] == 200
-    assert case["arms"] == {"pipeline": [], "no_bar": arm[2:]}
+    assert (case["batch_size"], case["warmup"], case["steps"]) == (128, 5, 200)
+    assert case["arms"] == {"pipeline": [], "no_diagnostics": arm[2:]}
+    # Steps 5-204 were clocked: the default arm measured its diagnostics on 50, 100, 150, 200.
+    assert case["diagnostics_interval"] == 50
+    assert case["diagnostics_steps_clocked"] == {"pipeline": 4, "no_diagnostics": 0}
     rates = case["samples_per_s"]
-    assert set(rates) == {"hand", "pipeline", "no_bar"}
+    assert set(rates) == {"hand", "pipeline", "no_diagnostics"}
     assert all(len(r) == 2 and min(r) > 0 for r in rates.values())
-    for arm_name in ("pipeline", "no_bar"):
+    for arm_name in ("pipeline", "no_diagnostics"):
         expected = case["median"][arm_name] / case["median"]["hand"]
         assert case["ratio"][arm_name] == pytest.approx(expected, rel=1e-3)
-    assert "| lenet5-fmnist | 128 |" in result.stdout
+    assert "| lenet5-fmnist | 128 | 200 (pipeline 4, no_diagnostics 0) |" in result.stdout
+
+
+def test_every_case_clocks_diagnostics_steps_in_the_proportion_of_a_run(tmp_path, monkeypatch):
+    """Each case's clocked steps are a whole number of diagnostics intervals (so they hold one
+    measured step per interval, as a run does), and at least one."""
+    monkeypatch.syspath_prepend(ROOT / "benchmarks")
+    monkeypatch.setenv("OPTSTUDY_ROOT", str(ROOT))
+    throughput = importlib.import_module("throughput")
+    for name, case in throughput.CASES.items():
+        overrides = throughput.run_overrides(case, "cpu", tmp_path / "cache", compiled=False)
+        cfg, _ = throughput.cli.compose(overrides, tmp_path)
+        interval = throughput.diagnostics_interval(name, case, cfg)
+        clocked = range(case.warmup, case.warmup + case.steps)
+        assert sum(step % interval == 0 for step in clocked) == case.steps // interval >= 1, name
 
 
 def test_startup_measures_time_to_first_step(tmp_path):

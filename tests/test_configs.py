@@ -1,4 +1,5 @@
-"""Every optimizer × scheduler config builds, steps, and follows its documented rule."""
+"""Every optimizer × scheduler config builds and steps; every schedule gives the lr values its
+config documents."""
 
 import inspect
 import math
@@ -113,11 +114,50 @@ def test_cosine_reaches_eta_min_at_max_epochs():
     )
 
 
-def test_plateau_monitors_validation_loss():
-    cfg, _ = compose(["scheduler=plateau"])
+# The rule each epoch-wise torch schedule documents in its config file: the lr after t
+# scheduler steps, from lr0 = optimizer.lr and the config's own values.
+EPOCH_RULES = {
+    "constant": lambda s, lr0, t: lr0,
+    "step": lambda s, lr0, t: lr0 * s.gamma ** (t // s.step_size),
+    "multistep": lambda s, lr0, t: lr0 * s.gamma ** sum(t >= m for m in s.milestones),
+    "exponential": lambda s, lr0, t: lr0 * s.gamma**t,
+}
+# Schedules whose values the tests below check one by one.
+CHECKED_ONE_BY_ONE = (
+    "exponential_staircase", "exp_formula", "warmup_cosine", "onecycle", "cosine", "plateau"
+)  # fmt: skip
+
+
+def test_every_schedule_has_its_values_checked():
+    assert sorted([*EPOCH_RULES, *CHECKED_ONE_BY_ONE]) == SCHEDULERS
+
+
+@pytest.mark.parametrize("scheduler", sorted(EPOCH_RULES))
+def test_epoch_schedule_follows_its_documented_rule(scheduler):
+    overrides = ["optimizer=sgd", "optimizer.lr=0.1"]
+    lrs = _lrs(scheduler, overrides, 12, {"step": 120, "epoch": 12})
+    cfg, _ = compose([f"scheduler={scheduler}", *overrides])
+    expected = [EPOCH_RULES[scheduler](cfg.scheduler, 0.1, t) for t in range(12)]
+    assert lrs == pytest.approx(expected, rel=1e-12)  # torch multiplies step by step: rounding
+    assert len(set(expected)) > 1 or scheduler == "constant"  # 12 epochs reach its decays
+
+
+def test_plateau_lowers_the_lr_once_the_monitored_loss_stops_improving():
+    """ReduceLROnPlateau as configured: watch val_loss; after more than ``patience`` epochs
+    without a relative improvement of ``threshold``, multiply the lr by ``factor``."""
+    cfg, _ = compose(["scheduler=plateau", "optimizer=sgd", "optimizer.lr=0.1"])
     opt = optimizer_from_config(cfg.optimizer, _model(), True)
     built = build_scheduler(cfg.scheduler, opt, {"step": 10, "epoch": 10})
     assert built["monitor"] == "val_loss" and built["interval"] == "epoch"
+    patience, factor = cfg.scheduler.patience, cfg.scheduler.factor
+    losses = [1.0, 0.5] + [0.5 * (1 - cfg.scheduler.threshold / 2)] * (patience + 1) + [0.1]
+    lrs = []
+    for loss in losses:
+        built["scheduler"].step(loss)
+        lrs.append(opt.param_groups[0]["lr"])
+    # Improving epochs keep the lr; improvements below the threshold count as none.
+    assert lrs[: 2 + patience] == [0.1] * (2 + patience)
+    assert lrs[2 + patience :] == pytest.approx([0.1 * factor] * 2)
 
 
 def test_weight_decay_can_skip_biases_and_norm_weights():

@@ -4,7 +4,6 @@ repository: prepare → tune → select → final → report."""
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import copy_project
 
 DVC = str(Path(sys.executable).with_name("dvc"))
 # The pipeline says `python`: this environment's, as after `source .venv/bin/activate`.
@@ -26,6 +25,7 @@ ENV = {
 SMOKE_CONFIGS = [f"{o}-constant" for o in ("sgd", "adam")]
 SMOKE_TASKS = ("digits_mlp", "digits_cnn")
 RESULTS = Path("results/smoke")
+PHASES = ("final", "defaults")  # the phases summary.json ranks
 
 
 def _run(cmd: list[str], repo: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -43,15 +43,7 @@ def _stages_run(output: str) -> set[str]:
 def repo(tmp_path_factory, fashion_mnist_dir) -> Path:
     """A git repository holding the project's files, its pipeline switched to the smoke study,
     its data/ filled by the documented fetch step; then one full ``dvc repro``."""
-    repo = tmp_path_factory.mktemp("project")
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    for name in files:
-        if (ROOT / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
+    repo = copy_project(tmp_path_factory.mktemp("project"))
     pipeline = repo / "dvc.yaml"
     pipeline.write_text(
         pipeline.read_text().replace("conf/study/default.yaml", "conf/study/smoke.yaml")
@@ -60,6 +52,8 @@ def repo(tmp_path_factory, fashion_mnist_dir) -> Path:
         _run(cmd, repo)
     _run([sys.executable, "-m", "optstudy.data.fetch", "data=fashion_mnist"], repo)
     repo.joinpath("first_repro.txt").write_text(_run([DVC, "repro"], repo).stdout)
+    _run(["git", "add", "-A"], repo)  # the study's dvc.lock: what metrics diff compares with
+    _run(["git", "commit", "-qm", "first repro"], repo)
     return repo
 
 
@@ -112,11 +106,31 @@ def test_metrics_and_plots_show(repo):
 
 def test_changing_one_optimizer_reruns_only_its_stages_select_and_report(repo):
     config = repo / "conf" / "optimizer" / "adam.yaml"
-    config.write_text(config.read_text().replace("eps: 1.0e-08", "eps: 2.0e-08"))
+    # ε 1e-2 instead of 1e-8: Adam's steps shrink, its results change (for the diff below).
+    config.write_text(config.read_text().replace("eps: 1.0e-08", "eps: 1.0e-02"))
     ran = _stages_run(_run([DVC, "repro"], repo).stdout)
     assert ran == {"tune@adam-constant", "select", "final@adam-constant", "report"}
     run = next((repo / RESULTS / "final" / "adam-constant" / "digits_mlp").glob("*/.hydra"))
-    assert "eps: 2.0e-08" in (run / "config.yaml").read_text()
+    assert "eps: 0.01" in (run / "config.yaml").read_text()
+
+
+def test_metrics_and_plots_diff_show_what_the_change_changed(repo):
+    """After the Adam change above, against the commit of the first repro (its dvc.lock; the
+    files themselves come from DVC's cache): Adam's means differ, the other optimizers' runs
+    (not rerun) keep theirs, and both revisions of each plot are there and differ."""
+    diff = json.loads(_run([DVC, "metrics", "diff", "--json"], repo).stdout)
+    changed = diff[str(RESULTS / "report" / "summary.json")]
+    means = {key for key in changed if key.endswith(".mean")}
+    adam = {f"{phase}.{task}.adam-constant.mean" for phase in PHASES for task in SMOKE_TASKS}
+    assert means == adam, means  # rank and p-value of the others may move, not their means
+    for key in adam:
+        assert changed[key]["old"] != changed[key]["new"] and changed[key]["old"] is not None
+    shown = json.loads(_run([DVC, "plots", "diff", "--json", "-o", "diff_html"], repo).stdout)
+    for name in ("learning_curves-1.png", "lr_sensitivity.png"):
+        images = {i["revisions"][0]: i["url"] for i in shown["data"][f"{RESULTS}/report/{name}"]}
+        assert sorted(images) == ["HEAD", "workspace"], name
+        head, workspace = ((repo / images[rev]).read_bytes() for rev in ("HEAD", "workspace"))
+        assert head != workspace and head.startswith(b"\x89PNG"), name
 
 
 def _locked_with(repo: Path, stage: str, dep: Path) -> bool:
@@ -132,7 +146,7 @@ def _locked_with(repo: Path, stage: str, dep: Path) -> bool:
 
 def test_a_killed_repro_finishes_without_redoing_completed_stages(repo):
     config = repo / "conf" / "optimizer" / "adam.yaml"
-    config.write_text(config.read_text().replace("eps: 2.0e-08", "eps: 3.0e-08"))
+    config.write_text(config.read_text().replace("eps: 1.0e-02", "eps: 2.0e-02"))
     env = {**ENV, "OPTSTUDY_ROOT": str(repo)}
     proc = subprocess.Popen(
         [DVC, "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

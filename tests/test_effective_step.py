@@ -167,6 +167,23 @@ def _bias_corrected_first_moment(optimizer, param, before):
     return state["exp_avg"] / (1 - group["betas"][0] ** step)
 
 
+def _nesterov_direction(optimizer, param, before):
+    """Nesterov SGD steps along g + μ·b, b the momentum buffer after the step."""
+    momentum = _group(optimizer, param)["momentum"]
+    return before["grad"] + momentum * optimizer.state[param]["momentum_buffer"]
+
+
+def _nadam_direction(optimizer, param, before):
+    """NAdam's Nesterov mix (Dozat 2016, torch's NAdam): (1 − μₜ)/(1 − Πμ)·g +
+    μₜ₊₁/(1 − Πμ·μₜ₊₁)·m, with the momentum schedule μₜ = β1·(1 − ½·0.96^(t·ψ))."""
+    group, state = _group(optimizer, param), optimizer.state[param]
+    beta1, t, psi = group["betas"][0], float(state["step"]), group["momentum_decay"]
+    mu, mu_next = (beta1 * (1 - 0.5 * 0.96 ** (k * psi)) for k in (t, t + 1))
+    product = float(state["mu_product"])  # Πμ up to this step
+    grad_part = (1 - mu) / (1 - product) * before["grad"]
+    return grad_part + mu_next / (1 - product * mu_next) * state["exp_avg"]
+
+
 def _lion_sign(optimizer, param, before):
     beta1 = _group(optimizer, param)["betas"][0]
     momentum = before["state"].get("exp_avg", torch.zeros_like(param))  # zero at first
@@ -188,14 +205,17 @@ def _muon_direction(optimizer, param, before):
 
 
 # The direction d each optimizer's step follows, given (optimizer, param, before: the param's
-# optimizer state and gradient before the step): Δθ = −η·d.
+# optimizer state and gradient before the step): Δθ = −η·d. Adadelta's η is not the factor of
+# the step it is read after (README): its own test below.
 DIRECTIONS = {
     "sgd": lambda o, p, b: b["grad"],
     "momentum": lambda o, p, b: o.state[p]["momentum_buffer"],
+    "nesterov": _nesterov_direction,
     "adagrad": lambda o, p, b: b["grad"],
     "rmsprop": lambda o, p, b: b["grad"],
     "adam": _bias_corrected_first_moment,
     "adamw": _bias_corrected_first_moment,
+    "nadam": _nadam_direction,
     "adamax": _bias_corrected_first_moment,
     "radam": _bias_corrected_first_moment,
     "adafactor": lambda o, p, b: b["grad"],
@@ -236,11 +256,16 @@ def _steps(optimizer, model, count=12):
         yield before, dict(effective_steps(optimizer, groups, values))
 
 
+def test_every_optimizer_config_has_its_effective_step_checked_against_its_updates():
+    assert sorted([*DIRECTIONS, *UNDEFINED, "adadelta"]) == OPTIMIZERS
+
+
 @pytest.mark.parametrize("name", sorted(DIRECTIONS))
 def test_effective_step_times_direction_is_the_update(name):
     """Over 12 steps with shrinking gradients every element moves by exactly η·d (RAdam's first
     steps are SGD with momentum, its later ones rectified Adam; ADOPT's first step moves
-    nothing; Prodigy's d grows from d0)."""
+    nothing; Prodigy's d grows from d0). Float64 throughout: the two sides differ only by the
+    rounding of a few operations, hence rtol 1e-9."""
     model = _model()
     start = [p.detach().clone() for p in model.parameters()]
     optimizer = _optimizer(name, model)
@@ -297,3 +322,27 @@ def test_prodigy_logs_its_estimated_step_size():
     assert estimated_step_size(optimizer) == pytest.approx(0.5 * optimizer.param_groups[0]["d"])
     assert optimizer.param_groups[0]["d"] > 1e-6
     assert estimated_step_size(_optimizer("adam", model)) is None
+
+
+def test_adadelta_effective_step_is_the_factor_of_its_next_step_while_v_stays():
+    """Adadelta's η read after step t is the factor step t+1 applies when v does not change
+    (README): a next gradient g with g² = v leaves v = ρ·v + (1 − ρ)·g² as it is, so step t+1
+    must move every element by exactly −η·g. It is not the factor of step t itself."""
+    model = _model()
+    optimizer = _optimizer("adadelta", model)
+    before, etas = next(_steps(optimizer, model, count=1))
+    assert not any(
+        torch.allclose(p.detach() - before[id(p)]["value"], -etas[p] * p.grad)
+        for p in model.parameters()
+    )  # Δ grew during step 0: its η is not that step's factor
+    for _ in range(5):
+        values = {id(p): p.detach().clone() for p in model.parameters()}
+        for p in model.parameters():
+            p.grad = torch.randn_like(p).sign() * optimizer.state[p]["square_avg"].sqrt()
+        groups = group_values(optimizer)
+        optimizer.step()
+        for p in model.parameters():
+            # v is unchanged up to one rounding of ρ·v + (1 − ρ)·v: float64 noise, rtol 1e-12.
+            move = p.detach() - values[id(p)]
+            torch.testing.assert_close(move, -etas[p] * p.grad, rtol=1e-12, atol=0)
+        etas = dict(effective_steps(optimizer, groups, values))

@@ -1,6 +1,7 @@
 """The pieces of the GPU fast path, checked on the CPU: memory layout, compile, synthetic data,
 the fast_cifar model and its experiment, and peak GPU memory in metrics.json."""
 
+import pandas as pd
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -61,13 +62,26 @@ def test_fast_cifar_parameter_count():
     assert sum(p.numel() for p in net.parameters()) == conv_bn(3, 32) + blocks + 256 * 10
 
 
+# An accuracy's step of one image on digits' validation (216 images) and test (359) splits.
+ONE_IMAGE = {"best_val_acc": 1 / 216, "final_val_acc": 1 / 216, "test_acc": 1 / 359}
+
+
 def test_channels_last_run_matches_the_default_layout(tmp_path, cache_dir):
+    """Other conv kernels, other float32 rounding: equal up to that rounding, not bit for bit.
+    Measured on this project's CPU: the first epoch's mean train loss differs by 1e-7
+    relative, the final losses by 6e-6 after 40 Adam steps (the differences compound), the
+    accuracies not at all; the tolerances leave 10-100× room for other CPUs' kernels."""
     args = ["data=digits", "model=cnn_2c2d", "trainer.max_epochs=2", "trainer=cpu"]
     nchw = train_in_process(args, tmp_path / "nchw", cache_dir)
     nhwc = train_in_process([*args, "module.channels_last=true"], tmp_path / "nhwc", cache_dir)
-    # Other conv kernels, other rounding: equal up to float error, not bit for bit.
-    assert nhwc["final_train_loss"] == pytest.approx(nchw["final_train_loss"], rel=1e-3)
-    assert nhwc["test_acc"] == pytest.approx(nchw["test_acc"], abs=0.02)
+    first = [
+        pd.read_csv(tmp_path / run / "history.csv")["train_loss"][0] for run in ("nchw", "nhwc")
+    ]
+    assert first[1] == pytest.approx(first[0], rel=1e-5)
+    for key in ("final_train_loss", "final_val_loss", "test_loss"):
+        assert nhwc[key] == pytest.approx(nchw[key], rel=1e-4), key
+    for key, one_image in ONE_IMAGE.items():  # at most one image's prediction flips
+        assert nhwc[key] == pytest.approx(nchw[key], abs=one_image), key
     assert nchw["peak_gpu_memory_mb"] is None  # a CPU run has no GPU memory to report
 
 

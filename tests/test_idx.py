@@ -25,13 +25,37 @@ def test_round_trip_labels_and_big_endian_ints(tmp_path):
     np.testing.assert_array_equal(read_idx(write_idx(tmp_path / "i", ints)), ints)
 
 
-def test_header_bytes_are_the_official_layout(tmp_path):
-    path = write_idx(tmp_path / "x.gz", np.zeros((2, 3, 4), dtype=np.uint8))
-    with gzip.open(path) as f:
-        raw = f.read()
-    assert raw[:4] == b"\x00\x00\x08\x03"
-    assert raw[4:16] == (2).to_bytes(4, "big") + (3).to_bytes(4, "big") + (4).to_bytes(4, "big")
-    assert len(raw) == 16 + 24
+def test_reads_bytes_laid_out_as_the_format_describes(tmp_path):
+    """Files written byte by byte from the IDX description (the MNIST page): two zero bytes,
+    the type code, the number of dimensions, each dimension as a big-endian uint32, the data;
+    the test helper writes those same bytes."""
+    raw = bytes([0, 0, 0x08, 3, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4]) + bytes(range(24))
+    (tmp_path / "images").write_bytes(raw)
+    expected = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    np.testing.assert_array_equal(read_idx(tmp_path / "images"), expected)
+    assert write_idx(tmp_path / "written", expected).read_bytes() == raw
+    ints = bytes([0, 0, 0x0C, 1, 0, 0, 0, 2, 0, 1, 0x11, 0x70, 0xFF, 0xFF, 0xFF, 0xFE])
+    with gzip.open(tmp_path / "ints.gz", "wb") as f:
+        f.write(ints)
+    out = read_idx(tmp_path / "ints.gz")
+    assert out.tolist() == [70000, -2] and out.dtype == np.int32
+
+
+def test_reads_the_real_fashion_mnist_files(fashion_mnist_dir):
+    """The data set's published shape: 60,000 training and 10,000 test images of 28×28, each
+    of the 10 classes exactly 6,000 and 1,000 times."""
+
+    def read(name):
+        (path,) = [p for p in fashion_mnist_dir.glob(f"{name}*") if p.name in (name, f"{name}.gz")]
+        return read_idx(path)
+
+    for split, n in (("train", 60_000), ("t10k", 10_000)):
+        labels = read(f"{split}-labels-idx1-ubyte")
+        assert labels.dtype == np.uint8
+        assert np.bincount(labels).tolist() == [n // 10] * 10
+    images = read("t10k-images-idx3-ubyte")
+    assert images.shape == (10_000, 28, 28) and images.dtype == np.uint8
+    assert images.min() == 0 and images.max() == 255
 
 
 def test_truncated_file_is_an_error(tmp_path):

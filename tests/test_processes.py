@@ -4,6 +4,7 @@ Lightning trainers and configs composed by Hydra, with the GPU count of a multi-
 import pytest
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
 from optstudy.cli import compose_job
 from optstudy.distributed import devices
@@ -32,7 +33,14 @@ def ddp_trainer() -> pl.Trainer:
 
 def test_a_ddp_run_on_its_own_lets_lightning_start_its_processes(hydra_job):
     hydra_job(["trainer=ddp_cpu"])
-    check_processes(ddp_trainer())
+    trainer = ddp_trainer()
+    # Lightning will start the second process itself (re-running the command line) ...
+    assert isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
+    assert not trainer.strategy.cluster_environment.creates_processes_externally
+    assert trainer.world_size == 2
+    # ... and outside a sweep that is allowed: no ConfigError, and nothing changed.
+    assert check_processes(trainer) is None
+    assert isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
 
 
 def test_a_ddp_job_of_a_local_sweep_is_refused_with_what_to_do(hydra_job):

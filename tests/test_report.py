@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from scipy import stats
 
+from optstudy.report import main as report_main
 from optstudy.study import plots
 from optstudy.study.aggregate import prepare_runs
 from optstudy.study.collect import load_lr_steps, load_study
@@ -122,6 +123,36 @@ def test_time_to_target_is_the_first_epoch_at_the_target(report):
     summary = _summary(report)
     best = summary.groupby("data")["best_val_acc_mean"].max()
     assert summary["target_acc"].tolist() == pytest.approx((0.95 * best[summary["data"]]).tolist())
+
+
+def test_target_and_target_fraction_set_the_target_of_time_to_target(tmp_path, fashion_sweep):
+    """``--target`` fixes the target accuracy; ``--target-fraction`` scales the task's best
+    mean best_val_acc (both through the CLI's own ``main``, in this process)."""
+    fixed, half = tmp_path / "fixed", tmp_path / "half"
+    assert report_main([str(fashion_sweep), "--out", str(fixed), "--target", "0.6"]) == 0
+    runs = pd.read_csv(fixed / "runs.csv")
+    assert (runs["target_acc"] == 0.6).all()
+    for run in runs.itertuples():
+        history = pd.read_csv(Path(run.run) / "history.csv")
+        reached = history.index[history["val_acc"] >= 0.6]
+        expected = reached[0] + 1 if len(reached) else np.nan
+        assert run.epochs_to_target == pytest.approx(expected, nan_ok=True)
+    assert report_main([str(fashion_sweep), "--out", str(half), "--target-fraction", "0.5"]) == 0
+    summary = _summary(half)
+    best = summary["best_val_acc_mean"].max()
+    assert summary["target_acc"].tolist() == pytest.approx([0.5 * best] * 2)
+
+
+def test_lrs_tried_counts_the_lrs_of_each_optimizer_setting(report):
+    """Every lr run with the same optimizer setting on a task, failed and diverged runs too."""
+    summary = _summary(report).set_index(["data", "optimizer", "lr"])["lrs_tried"]
+    assert summary.to_dict() == {
+        ("digits", "sgd", -1.0): 3,
+        ("digits", "sgd", 0.05): 3,
+        ("digits", "sgd", 1e6): 3,
+        ("fashion_mnist", "adam", 0.001): 1,
+        ("fashion_mnist", "sgd", 0.01): 1,
+    }
 
 
 def test_plots_are_non_empty_images(report):

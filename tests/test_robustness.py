@@ -11,6 +11,7 @@ import torch
 from conftest import ROOT, read_history, read_metrics, run_train, snapshot, without_time
 
 from optstudy.atomic import atomic_write_text
+from optstudy.provenance import git_state
 from optstudy.study.collect import load_run
 
 TESTS = ROOT / "tests"
@@ -58,15 +59,34 @@ def test_sigterm_then_resume_ends_like_an_uninterrupted_run(tmp_path, cache_dir)
     assert not (cut / "checkpoints" / "interrupted.ckpt").exists()  # removed once finished
 
 
-def test_rerunning_a_finished_run_recomputes_nothing(tmp_path, cache_dir):
+def _trained_files(run_dir):
+    """What training writes, with each file's modification time: a run that trains again
+    (even one that recomputes the same numbers) rewrites the checkpoints and writes new
+    elapsed times into history.csv."""
+    paths = [*sorted((run_dir / "checkpoints").iterdir()), run_dir / "history.csv"]
+    paths.append(run_dir / "diagnostics.csv")
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in paths}
+
+
+def _step_log(run_dir):
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if v} for row in csv.DictReader(f)]
+
+
+def test_rerunning_a_finished_run_trains_nothing(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     args = ["data=digits", "model=mlp", "trainer.max_epochs=2"]
     assert run_train(args, run_dir, cache_dir).returncode == 0
-    before = read_metrics(run_dir)
+    before, trained, logged = read_metrics(run_dir), _trained_files(run_dir), _step_log(run_dir)
+    assert {"last.ckpt", "best.ckpt", "history.csv", "diagnostics.csv"} == set(trained)
     again = run_train(args, run_dir, cache_dir)
     assert again.returncode == 0 and "resuming from" in again.stdout + again.stderr
     assert without_time(read_metrics(run_dir)) == without_time(before)
+    assert _trained_files(run_dir) == trained  # not one step trained again
     assert len(read_history(run_dir)) == 2
+    # It evaluates the test split again (metrics.json is rewritten from it) and logs only that.
+    test_row = next(row for row in logged if "test_acc" in row)
+    assert _step_log(run_dir) == [*logged, test_row]
 
 
 def test_a_refused_rerun_changes_nothing(tmp_path, cache_dir):
@@ -155,6 +175,19 @@ def test_debug_flag_shows_the_traceback(tmp_path, cache_dir):
     )
 
 
+def test_debug_flag_makes_a_failing_job_stop_its_sweep(tmp_path, cache_dir):
+    """Without the flag such a job is reported and the sweep goes on (test_report.py)."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, "optimizer.lr=-1,0.1", f"hydra.sweep.dir={sweep}"]
+    result = run_train(args, sweep / "unused", cache_dir, env={"OPTSTUDY_DEBUG": "1"})
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "ConfigError: optimizer.lr=-1" in result.stderr
+    assert "the sweep goes on" not in result.stderr
+    jobs = [p.name for p in sweep.iterdir() if p.is_dir()]
+    assert jobs == ["0-adam-s0"]  # the second job never started
+    assert not (sweep / "0-adam-s0" / "metrics.json").exists()
+
+
 def test_run_records_code_data_and_package_versions(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     assert run_train(TINY, run_dir, cache_dir).returncode == 0
@@ -164,7 +197,33 @@ def test_run_records_code_data_and_package_versions(tmp_path, cache_dir):
         or info["packages"]["torch"] == torch.__version__
     )
     assert info["data"]["name"] == "digits" and info["data"]["fingerprint"].startswith("sklearn-")
-    assert "git_commit" in info and info["python"] == sys.version.split()[0]
+    assert info["python"] == sys.version.split()[0]
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True)
+    if head.returncode:  # not run from a git checkout: nothing to record
+        assert (info["git_commit"], info["git_dirty"]) == (None, None)
+    else:
+        diff = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD"])
+        expected = (head.stdout.decode().strip(), diff.returncode == 1)
+        assert (info["git_commit"], info["git_dirty"]) == expected
+
+
+def test_git_state_is_the_commit_and_whether_tracked_files_differ_from_it(tmp_path):
+    def git(*args):
+        return subprocess.run(
+            ["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    assert git_state(tmp_path) == {"git_commit": None, "git_dirty": None}  # no repository
+    git("init", "-q")
+    (tmp_path / "tracked.txt").write_text("a")
+    git("add", "tracked.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    clean = {"git_commit": git("rev-parse", "HEAD"), "git_dirty": False}
+    assert git_state(tmp_path) == clean
+    (tmp_path / "untracked.txt").write_text("b")  # not part of the code the commit names
+    assert git_state(tmp_path) == clean
+    (tmp_path / "tracked.txt").write_text("changed")
+    assert git_state(tmp_path) == {**clean, "git_dirty": True}
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

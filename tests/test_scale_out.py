@@ -5,12 +5,16 @@ processes Lightning starts. The DDP runs match the one-process runs with their g
 (a diverging one stops at the same step), and the report collects the runs wherever the
 launchers put them."""
 
+import os
 import subprocess
 import sys
 
+import joblib
 import pandas as pd
 import pytest
 from conftest import ROOT, read_metrics, run_train
+
+from optstudy.cli import compose
 
 # Two epochs of 8 full batches of 64 examples (digits has 1,221 training images; one DDP
 # process takes 32 of each), whole validation and test splits.
@@ -70,12 +74,14 @@ def ddp_run(tmp_path_factory, cache_dir):
     return run_dir
 
 
-def test_joblib_runs_two_jobs_at_once_with_one_thread_each(joblib_sweep):
+def test_joblib_runs_two_jobs_at_once_with_their_share_of_the_cores(joblib_sweep):
     sweep_dir, output = joblib_sweep
     assert "Joblib.Parallel(n_jobs=2" in output
     jobs = [read_metrics(job) for job in sweep_jobs(sweep_dir)]
     assert [(j["lr"], j["status"]) for j in jobs] == [(0.1, "completed"), (1e6, "diverged")]
-    assert {j["torch_threads"] for j in jobs} == {1}
+    # cpu_count / n_jobs torch threads each (README), unless OMP_NUM_THREADS already says.
+    share = int(os.environ.get("OMP_NUM_THREADS", max(joblib.cpu_count() // 2, 1)))
+    assert {j["torch_threads"] for j in jobs} == {share}
     assert jobs[0]["final_val_acc"] > 0.5  # it learns: later comparisons are not of failures
 
 
@@ -91,6 +97,24 @@ def test_a_ddp_run_writes_one_run_directory_once(ddp_run):
     assert {p.name for p in (ddp_run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     assert len((ddp_run / "history.csv").read_text().splitlines()) == 3  # header + 2 epochs
     assert "MEMBER: 2/2" in (ddp_run / "train_ddp_process_1.log").read_text()
+
+
+# A small VGG-style net: batch norm after every conv.
+BATCH_NORM_RUN = ["data=digits", "model=vgg_small", "model.stages=[[8],[16]]", "model.hidden=32"]
+BATCH_NORM_RUN += ["optimizer=sgd", "optimizer.lr=0.05", "trainer.max_epochs=2"]
+
+
+def test_a_ddp_cpu_run_trains_a_batch_norm_model(tmp_path, cache_dir):
+    """torch's SyncBatchNorm refuses CPU modules ("SyncBatchNorm layers only work with GPU
+    modules"): ``trainer=ddp_cpu`` keeps each process's batch-norm statistics, ``trainer=ddp``
+    (GPUs, not run here) synchronises them."""
+    result = run_train([*BATCH_NORM_RUN, *TWO_PROCESSES], tmp_path / "ddp", cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read_metrics(tmp_path / "ddp")
+    assert (metrics["status"], metrics["steps"]) == ("completed", 2 * 20)  # ⌈1,222 / 64⌉ = 20
+    assert metrics["final_val_acc"] > 0.5  # it learns (chance: 0.1)
+    cfg, _ = compose(["trainer=ddp"])
+    assert cfg.trainer.sync_batchnorm is True
 
 
 def test_submitit_runs_each_job_as_a_ddp_run_of_its_tasks(joblib_sweep, submitit_sweep):

@@ -1,5 +1,5 @@
 """Every experiment and study config composes, validates and runs a few steps; Optuna drives
-a real sweep (the launchers: test_launchers.py)."""
+real sweeps (the launchers: test_scale_out.py and test_slurm_config.py)."""
 
 import hashlib
 import subprocess

@@ -1,7 +1,6 @@
 """``python train.py`` end to end, as a user runs it."""
 
 import csv
-import json
 import math
 
 import pytest
@@ -182,5 +181,12 @@ def test_unwritable_run_directory(tmp_path, cache_dir):
     )
 
 
-def test_metrics_json_is_plain_json(fashion_run):
-    json.loads((fashion_run / "metrics.json").read_text())
+def test_metrics_json_is_strict_json_of_plain_values_under_the_documented_keys(fashion_run):
+    metrics = read_metrics(fashion_run)  # strict: NaN or Infinity would be an error
+    documented = {"status", "best_val_acc", "final_val_acc", "test_acc", "epochs", "steps"}
+    documented |= {"train_time_s", "seed", "lr", "optimizer", "scheduler", "model", "data"}
+    documented |= {"augment", "final_val_loss", "final_train_loss", "test_loss"}
+    documented |= {"torch_threads", "peak_gpu_memory_mb"}
+    assert set(metrics) == documented
+    assert all(type(v) in (str, int, float, type(None)) for v in metrics.values()), metrics
+    assert type(metrics["epochs"]) is type(metrics["steps"]) is int

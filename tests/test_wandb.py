@@ -12,16 +12,20 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import pandas as pd
 import pytest
+import yaml
 from conftest import ROOT, read_metrics, run_train
 from omegaconf import OmegaConf
 from wandb_records import WandbRunFile, read_run_file, run_files
 
+from optstudy.artifacts import DIAGNOSTICS_COLUMNS as COLUMNS
 from optstudy.tracking import plain_config
 from optstudy.tracking.wandb_mode import choose_mode
 
 DIGITS = ["logger=wandb", "data=digits", "model=mlp", "trainer.log_every_n_steps=5"]
 FAKE_KEY = secrets.token_hex(20)  # the shape of a W&B API key, valid nowhere
+TESTS = ROOT / "tests"
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +60,7 @@ def single_run(wandb_env, tmp_path_factory, cache_dir):
     """``python train.py logger=wandb`` with no API key; its run dir sits in a study folder."""
     run_dir = tmp_path_factory.mktemp("wandb_single") / "my_study" / "job"
     args = [*DIGITS, "optimizer=sgd", "scheduler=cosine", "seed=1", "trainer.max_epochs=2"]
+    args += ["callbacks.diagnostics.interval=5"]
     result = run_train(args, run_dir, cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result, _only_run(run_dir)
@@ -101,6 +106,17 @@ def test_history_has_step_loss_and_lr_and_the_epoch_metrics_of_history_csv(singl
         assert logged == [float(row[key]) for row in steps if row.get(key)]
     lrs = [row["lr-SGD"] for row in wandb_run.history if "lr-SGD" in row]
     assert lrs[0] > lrs[-1]  # the cosine schedule, step by step
+
+
+def test_history_has_the_whole_model_diagnostics_at_their_steps(single_run):
+    run_dir, _, wandb_run = single_run
+    rows = pd.read_csv(run_dir / "diagnostics.csv").query("layer == 'all'")
+    assert rows["step"].tolist() == list(range(0, 40, 5))
+    logged = [row for row in wandb_run.history if "diagnostics/grad_norm" in row]
+    assert [row["trainer/global_step"] for row in logged] == rows["step"].tolist()
+    for column in COLUMNS[3:]:  # every value measured, from grad_norm to eff_step_p90
+        values = [row[f"diagnostics/{column}"] for row in logged]
+        assert values == pytest.approx(rows[column].tolist(), rel=1e-6), column
 
 
 def test_summary_is_metrics_json_and_the_run_finished(single_run):
@@ -172,6 +188,28 @@ def test_api_key_is_written_nowhere(sweep_with_fake_key):
     assert not [p for p in files if FAKE_KEY.encode() in p.read_bytes()]
     assert FAKE_KEY not in sweep.result.stdout + sweep.result.stderr
     assert [run.config["leak"] for run in sweep.runs] == ["<redacted>"] * 2
+    for job_dir in sweep.job_dirs:  # the config every logger got, the CSV logger's too
+        hparams = yaml.safe_load((job_dir / "csv" / "hparams.yaml").read_text())
+        assert hparams["leak"] == "<redacted>" and hparams["seed"] == read_metrics(job_dir)["seed"]
+
+
+def test_a_failed_job_marks_its_run_failed_and_the_next_job_gets_its_own(
+    wandb_env, tmp_path, cache_dir
+):
+    """A sweep whose first job crashes at step 3 (a test callback raises) and whose second
+    completes: the first run ends with exit code 1, the second is a new run that ends with 0."""
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", *DIGITS, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep_dir}"]
+    args += ["+callbacks.fail._target_=helpers.fail_at.FailAt", "+callbacks.fail.step=3,1000"]
+    result = run_train(args, sweep_dir / "unused", cache_dir, env={"PYTHONPATH": str(TESTS)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    failed, completed = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    assert "RuntimeError: failing on purpose at step 3" in result.stderr
+    assert not (failed / "metrics.json").exists() and (completed / "metrics.json").is_file()
+    failed_run, completed_run = _only_run(failed), _only_run(completed)
+    assert (failed_run.exit_code, completed_run.exit_code) == (1, 0)
+    assert failed_run.run["run_id"] != completed_run.run["run_id"]
+    assert completed_run.summary["status"] == "completed" and "status" not in failed_run.summary
 
 
 def test_plain_config_redacts_the_api_key(monkeypatch):

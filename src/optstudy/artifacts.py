@@ -69,6 +69,7 @@ NOT_EXPERIMENT = (
     "callbacks.history",
     "callbacks.diagnostics",
     "callbacks.checkpoint",
+    "callbacks.last_checkpoint",
     "callbacks.interrupt_checkpoint",
     "trainer.default_root_dir",
     "trainer.enable_progress_bar",

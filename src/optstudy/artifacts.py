@@ -35,7 +35,7 @@ DIAGNOSTICS_COLUMNS = (
     "step",  # optimizer steps before this one (0: the first step)
     "epoch",
     "layer",
-    "grad_norm",  # ‖g‖: the gradient the step used (after clipping, if any)
+    "grad_norm",  # ‖g‖: the step's gradient before clipping (if any; update_norm shows the clip)
     "param_norm",  # ‖θ‖ before the step
     "update_norm",  # ‖Δθ‖ of the step
     "update_ratio",  # ‖Δθ‖ / ‖θ‖

@@ -6,11 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import CONF
-from hydra.utils import instantiate
 from torch import nn
 
 from optstudy.cli import compose
-from optstudy.optim import build_optimizer, build_scheduler
+from optstudy.optim import build_optimizer, build_scheduler, optimizer_factory
 
 OPTIMIZERS = sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml"))
 SCHEDULERS = sorted(p.stem for p in (CONF / "scheduler").glob("*.yaml"))
@@ -37,7 +36,7 @@ def _model() -> nn.Module:
 def test_optimizer_and_scheduler_build_and_step(optimizer, scheduler):
     cfg, _ = compose([f"optimizer={optimizer}", f"scheduler={scheduler}"])
     model = _model()
-    opt = build_optimizer(instantiate(cfg.optimizer), model, cfg.module.decay_norm_and_bias)
+    opt = build_optimizer(optimizer_factory(cfg.optimizer), model, cfg.module.decay_norm_and_bias)
     sched = build_scheduler(cfg.scheduler, opt, {"step": 20, "epoch": 5})
     before = [p.detach().clone() for p in model.parameters()]
     x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
@@ -54,7 +53,7 @@ def test_optimizer_and_scheduler_build_and_step(optimizer, scheduler):
 
 def _lrs(scheduler: str, overrides: list[str], n: int, total: dict) -> list[float]:
     cfg, _ = compose([f"scheduler={scheduler}", *overrides])
-    opt = build_optimizer(instantiate(cfg.optimizer), _model(), True)
+    opt = build_optimizer(optimizer_factory(cfg.optimizer), _model(), True)
     sched = build_scheduler(cfg.scheduler, opt, total)
     lrs = []
     for _ in range(n):
@@ -110,14 +109,16 @@ def test_cosine_reaches_eta_min_at_max_epochs():
 
 def test_plateau_monitors_validation_loss():
     cfg, _ = compose(["scheduler=plateau"])
-    opt = build_optimizer(instantiate(cfg.optimizer), _model(), True)
+    opt = build_optimizer(optimizer_factory(cfg.optimizer), _model(), True)
     built = build_scheduler(cfg.scheduler, opt, {"step": 10, "epoch": 10})
     assert built["monitor"] == "val_loss" and built["interval"] == "epoch"
 
 
 def test_weight_decay_can_skip_biases_and_norm_weights():
     cfg, _ = compose(["optimizer=adamw", "module.decay_norm_and_bias=false"])
-    opt = build_optimizer(instantiate(cfg.optimizer), _model(), cfg.module.decay_norm_and_bias)
+    opt = build_optimizer(
+        optimizer_factory(cfg.optimizer), _model(), cfg.module.decay_norm_and_bias
+    )
     decayed, plain = opt.param_groups
     assert decayed["weight_decay"] == 0.01 and plain["weight_decay"] == 0.0
     assert all(p.ndim == 2 for p in decayed["params"]) and all(p.ndim == 1 for p in plain["params"])
@@ -127,12 +128,14 @@ def test_weight_decay_can_skip_biases_and_norm_weights():
 def test_optimizer_defaults_are_the_library_defaults():
     import inspect
 
+    from optstudy.optim.build import RESERVED_KEYS
+
     for name in OPTIMIZERS:
         cfg, _ = compose([f"optimizer={name}"])
-        target = instantiate(cfg.optimizer).func
+        target = optimizer_factory(cfg.optimizer).func
         defaults = inspect.signature(target).parameters
         for key, value in cfg.optimizer.items():
-            if key.startswith("_") or (
+            if key.startswith("_") or key in RESERVED_KEYS or (
                 name in ("sgd", "momentum", "nesterov") and key in ("lr", "momentum", "nesterov")
             ):
                 continue

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import CONF
-from hydra.utils import instantiate
 from torch import nn
 
 from optstudy.artifacts import DIAGNOSTICS_COLUMNS as COLUMNS
 from optstudy.cli import compose
-from optstudy.optim import build_optimizer
+from optstudy.optim import build_optimizer, optimizer_factory
 from optstudy.optim.effective_step import effective_steps, rule_for
 from optstudy.optim.step_diagnostics import measure, quantiles, take_snapshot
 
@@ -23,7 +22,7 @@ OPTIMIZERS = sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml"))
 
 def _optimizer(name: str, model: nn.Module, *overrides: str) -> torch.optim.Optimizer:
     cfg, _ = compose([f"optimizer={name}", *overrides])
-    return build_optimizer(instantiate(cfg.optimizer), model, cfg.module.decay_norm_and_bias)
+    return build_optimizer(optimizer_factory(cfg.optimizer), model, cfg.module.decay_norm_and_bias)
 
 
 class Tiny:

@@ -38,6 +38,7 @@ from optstudy.distributed.processes import check_processes, join_submitit_tasks
 from optstudy.errors import RunInterrupted
 from optstudy.grouping import current_group
 from optstudy.module import ImageClassifier
+from optstudy.optim import optimizer_factory
 from optstudy.provenance import provenance
 from optstudy.rundir import check_writable
 from optstudy.tracking import log_config, plain_config
@@ -115,7 +116,7 @@ def build(cfg: DictConfig, out_dir: Path) -> Run:
     datamodule.prepare_data()  # find, verify and decode the data before anything else runs
     module = instantiate(cfg.module)(
         net=instantiate(cfg.model),
-        optimizer=instantiate(cfg.optimizer),
+        optimizer=optimizer_factory(cfg.optimizer),
         scheduler=cfg.scheduler,
         num_classes=cfg.data.num_classes,
     )

@@ -7,11 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from optstudy.errors import ConfigError
-from optstudy.optim.build import LIGHTNING_KEY, build_scheduler, scheduler_factory
+from optstudy.optim.build import (
+    LIGHTNING_KEY,
+    build_scheduler,
+    optimizer_factory,
+    scheduler_factory,
+)
 
 Rule = tuple[Callable[[Any], bool], str]
 
@@ -45,9 +49,10 @@ RUN_RULES: dict[str, Rule] = {
     "module.divergence_factor": (lambda v: v is None or v > 1, "> 1 or null"),
     "module.channels_last": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
     "module.compile": (lambda v: isinstance(v, bool), "true or false"),
+    "optimizer.fusable": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
 }
 # Keys whose rule accepts null (the others must be set).
-NULLABLE = ("module.divergence_factor", "module.channels_last")
+NULLABLE = ("module.divergence_factor", "module.channels_last", "optimizer.fusable")
 
 
 def _check(key: str, value: Any, rule: Rule, nullable: bool = False) -> None:
@@ -85,7 +90,7 @@ def validate(cfg: DictConfig) -> None:
     # Dry-build and step the optimizer and scheduler on a dummy parameter: catches unknown
     # arguments, wrong types and the libraries' own checks before any data is touched.
     try:
-        factory = instantiate(cfg.optimizer)
+        factory = optimizer_factory(cfg.optimizer)
         _check_numbers("optimizer", cfg.optimizer, factory)
         optimizer = factory([torch.zeros(1, requires_grad=True)])
     except ConfigError:

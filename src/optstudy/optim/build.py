@@ -14,6 +14,10 @@ from torch.optim import Optimizer
 # The block of a scheduler config that tells Lightning how to drive the scheduler (interval,
 # monitor); the rest of the config builds the scheduler.
 LIGHTNING_KEY = "lightning"
+# Keys of an optimizer config that describe the optimizer instead of being its arguments:
+# ``fusable`` (its update is elementwise and linear in lr, so the members of a group can step
+# as one optimizer: launcher.mode=vmap, see optstudy.fused) and ``search_space``.
+RESERVED_KEYS = ("fusable", "search_space")
 
 
 def param_groups(model: nn.Module, decay_norm_and_bias: bool) -> list[dict[str, Any]]:
@@ -41,6 +45,15 @@ def build_optimizer(
 
 def _plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def optimizer_factory(cfg: DictConfig | Mapping[str, Any]) -> partial:
+    """The optimizer factory an optimizer config describes (a Hydra ``_partial_`` awaiting the
+    parameter groups), without its :data:`RESERVED_KEYS`."""
+    spec = _plain(cfg)
+    for key in RESERVED_KEYS:
+        spec.pop(key, None)
+    return instantiate(spec)
 
 
 def scheduler_factory(cfg: DictConfig | Mapping[str, Any]) -> partial:

@@ -38,9 +38,10 @@ PER_MEMBER = (
 )
 # Always part of the group key, although under a PER_MEMBER prefix.
 SHARED_UNDER_PER_MEMBER = ("scheduler._target_", "scheduler.lightning.interval")
-# How a group trains: one member after the other (sequential), or "auto": what is fastest on
-# the device (sequential on CPU; see README "Grouped sweeps").
-MODES = ("auto", "sequential")
+# How a group trains: one member after the other (sequential), all members at once with
+# stacked weights (vmap, optstudy.fused), or "auto": what is fastest on the device (vmap on a
+# GPU, sequential on a CPU; see README "Fused groups").
+MODES = ("auto", "sequential", "vmap")
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class GroupInfo:
 
     id: int  # the group's number within its sweep
     size: int  # members in the group
-    mode: str  # how the group trained: sequential
+    mode: str  # how the group trained: sequential or vmap
     member: int  # this run's place in the group (0-based)
 
 

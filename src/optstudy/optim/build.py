@@ -49,11 +49,13 @@ def _plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 def optimizer_factory(cfg: DictConfig | Mapping[str, Any]) -> partial:
     """The optimizer factory an optimizer config describes (a Hydra ``_partial_`` awaiting the
-    parameter groups), without its :data:`RESERVED_KEYS`."""
+    parameter groups), without its :data:`RESERVED_KEYS`. Its arguments are plain Python
+    values (``betas`` a list, not an OmegaConf ``ListConfig``), so the optimizer's state dict,
+    and every checkpoint holding it, loads with ``weights_only=True``."""
     spec = _plain(cfg)
     for key in RESERVED_KEYS:
         spec.pop(key, None)
-    return instantiate(spec)
+    return instantiate(spec, _convert_="all")
 
 
 def scheduler_factory(cfg: DictConfig | Mapping[str, Any]) -> partial:

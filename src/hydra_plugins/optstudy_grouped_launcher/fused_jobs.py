@@ -25,7 +25,7 @@ from hydra_plugins.optstudy_grouped_launcher.member_job import (
     open_job,
     run_task,
 )
-from optstudy.grouping import Group
+from optstudy.grouping import Group, GroupInfo, in_group
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,10 @@ def run_fused_group(
     for index in list(valid):
         if (own := own_checkpoint(runs[index])) is not None:
             log.info("job #%d resumes %s, trained on its own", numbers[index], own)
-            results[index] = close_job(context, jobs[index], run_task(jobs[index], task_function))
+            info = GroupInfo(group.id, len(group.jobs), "sequential", group.jobs.index(index))
+            with in_group(info):
+                value = run_task(jobs[index], task_function)
+            results[index] = close_job(context, jobs[index], value)
             valid.remove(index)
     if not valid:
         return results

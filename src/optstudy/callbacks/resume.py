@@ -14,6 +14,7 @@ import torch
 from pytorch_lightning.callbacks import OnExceptionCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from optstudy.artifacts import FUSED_CHECKPOINT_KEY
 from optstudy.errors import ConfigError
 
 
@@ -79,6 +80,11 @@ def resume_from(candidates: Sequence[Path], identity: dict[str, Any]) -> Path | 
             f"refusing to resume from {path}: it is not a plain tensor checkpoint "
             f"({str(exc).splitlines()[0]}); delete it or use another run directory"
         ) from exc
+    if FUSED_CHECKPOINT_KEY in checkpoint:
+        raise ConfigError(
+            f"{path} holds the weights of a member of a fused group (launcher.mode=vmap), not "
+            "a run to resume: rerun the group's command, or delete it to train this run alone"
+        )
     saved = checkpoint.get("callbacks", {}).get("ResumableRun", {}).get("identity")
     if saved != identity:
         raise ConfigError(

@@ -211,8 +211,9 @@ class FusedClassifier(pl.LightningModule):
         training = [m for m in self.members if m.training]
         step_members(optimizer, self.member_lrs, optimizer_closure)
         for member in training:
-            if member.training:  # not diverged in this step
-                member.steps += 1
+            # A step that diverged counts, as Lightning counts a standalone run's skipped step.
+            member.steps += 1
+            if member.training:
                 assert member.schedule is not None
                 member.schedule.step("step", {})
 

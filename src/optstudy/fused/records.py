@@ -85,8 +85,8 @@ def lr_names(optimizer: Optimizer) -> list[str]:
 
 class MemberRecords(pl.Callback):
     """Write every member's files and log its values, at the moments its standalone run's
-    callbacks would (see the module docstring). Keeps each member's epoch rows, the lr each
-    epoch started with, its best checkpoint score and its diagnostics in the group's
+    callbacks would (see the module docstring). Keeps each member's epoch rows, the lr its
+    current epoch started with, its best checkpoint score and its diagnostics in the group's
     checkpoints; after each epoch it saves the group's own checkpoint at ``group_checkpoint``
     (from which the same command resumes)."""
 
@@ -143,6 +143,8 @@ class MemberRecords(pl.Callback):
         for member, outputs in zip(self.members, self.outputs, strict=True):
             if outputs.diagnostics is not None:
                 outputs.diagnostics.start(pl_module.member_params(member.index))
+        if all(math.isnan(lr) for lr in self.epoch_lrs):  # a fresh start, not a resume
+            self._next_epoch_lrs()
         self.write()
 
     def _log(self, outputs: MemberOutputs, metrics: dict[str, float], step: int) -> None:
@@ -161,11 +163,14 @@ class MemberRecords(pl.Callback):
             if wanted == interval:
                 self._log(outputs, dict(zip(names, schedule.lrs(), strict=True)), step)
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Remember the lr each member starts the epoch with; log epoch-interval lrs."""
+    def _next_epoch_lrs(self) -> None:
+        """Remember the lr each training member starts its next epoch with."""
         for member, _ in self._training():
             assert member.schedule is not None
             self.epoch_lrs[member.index] = member.schedule.lrs()[0]
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log epoch-interval lrs."""
         self._log_lrs(trainer, "epoch")
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
@@ -224,6 +229,7 @@ class MemberRecords(pl.Callback):
             member.end_epoch(metrics, elapsed)
             assert member.schedule is not None
             member.schedule.step("epoch", metrics)
+        self._next_epoch_lrs()
         if not any(m.training for m in self.members):
             trainer.should_stop = True
         self.write()

@@ -61,7 +61,8 @@ def train(args: list[str], cache: Path) -> float:
 
 
 def run_overrides(model: str, steps: int, device: str) -> list[str]:
-    """One epoch of the warm-up and clocked steps of ``model`` on ``device``, step clock on."""
+    """One epoch of the warm-up and clocked steps of ``model`` on ``device`` (the step clock
+    is added by :func:`clock`)."""
     return [
         f"model={model}",
         *CIFAR_SHAPED,
@@ -71,12 +72,18 @@ def run_overrides(model: str, steps: int, device: str) -> list[str]:
         "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1",
         "+callbacks.clock._target_=timing.StepTimer",
-        "+callbacks.clock.path=${paths.output_dir}/steps.json",
         f"+callbacks.clock.warmup={WARMUP}",
         f"+callbacks.clock.last={WARMUP + steps - 1}",
         "+hydra.callbacks.memory._target_=timing.RecordPeakMemory",
-        "+hydra.callbacks.memory.path=${hydra:runtime.output_dir}/memory.json",
     ]
+
+
+def clock(arm: str, work: Path) -> str:
+    """Where the step clock writes: each run in its run directory; a vmap group once, in
+    ``work`` (a callback that is not per member must be set the same for every member, or
+    the group trains sequentially)."""
+    folder = str(work) if arm == "vmap" else "${hydra:runtime.output_dir}"
+    return f"+callbacks.clock.path={folder}/steps.json"
 
 
 def seeds(members: int) -> str:
@@ -89,7 +96,9 @@ def run_dirs(folder: Path) -> list[Path]:
 
 
 def measure(arm: str, members: int, overrides: list[str], work: Path) -> dict[str, float]:
-    """Train ``members`` runs one way; their step and wall samples/s and peak memory."""
+    """Train ``members`` runs one way; their step and wall samples/s, peak memory and the
+    mode their metrics.json says they trained in."""
+    overrides = [*overrides, clock(arm, work)]
     if arm == "per_process":
         wall = sum(
             train([*overrides, f"seed={s}", f"hydra.run.dir={work / f'run{s}'}"], work)
@@ -115,6 +124,7 @@ def measure(arm: str, members: int, overrides: list[str], work: Path) -> dict[st
         "wall_samples_per_s": round(wall_samples / wall, 1),
         "wall_s": round(wall, 2),
         "peak_memory_per_member_mb": round(memory, 1),
+        "modes": sorted({(m["group"] or {}).get("mode", "alone") for m in metrics}),
     }
 
 

@@ -86,13 +86,15 @@ class RecordRSS(HydraCallback):
 
 class RecordPeakMemory(HydraCallback):
     """Hydra job callback: write the process's peak resident set (and, on a GPU, the peak GPU
-    memory torch held) so far, in MiB, to ``path`` as JSON at the end of each job."""
+    memory torch held) so far, in MiB, as JSON to the file ``name`` in the job's run
+    directory at the end of each job."""
 
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
+    def __init__(self, name: str = "memory.json") -> None:
+        self.name = name
 
     def on_job_end(self, config: Any, **kwargs: Any) -> None:
         """After a job."""
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-        self.path.write_text(json.dumps({"rss_mb": round(rss, 1), "gpu_mb": gpu}))
+        path = Path(config.hydra.runtime.output_dir) / self.name
+        path.write_text(json.dumps({"rss_mb": round(rss, 1), "gpu_mb": gpu}))

@@ -288,6 +288,16 @@ def test_channels_last_and_bf16_autocast_train_fused(tmp_path, cache_dir):
         assert mine["final_train_loss"] == pytest.approx(theirs["final_train_loss"], rel=1e-2)
 
 
+@pytest.mark.slow  # torch.compile of the fused passes takes minutes on a CPU
+def test_compiled_fused_members_are_their_standalone_runs(tmp_path, cache_dir):
+    common = [*FIRST_STEPS, "module.compile=true", "callbacks.diagnostics=null"]
+    fused, alone, runs = fused_and_alone(tmp_path, cache_dir, common, [["seed=0"], ["seed=1"]])
+    for run, mine, theirs in zip(runs, fused, alone, strict=True):
+        other = tmp_path / "alone" / run.out_dir.name
+        assert max_difference(weights(run.out_dir), weights(other)) < FIRST_STEPS_TOLERANCE
+        assert_close_metrics(mine, theirs, FIRST_STEPS_TOLERANCE)
+
+
 def test_a_group_out_of_memory_is_split_in_halves_and_trained(tmp_path, cache_dir, caplog):
     oom = ["+callbacks.oom._target_=helpers.oom.OutOfMemoryAbove", "+callbacks.oom.members=2"]
     runs = [

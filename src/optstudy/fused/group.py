@@ -26,6 +26,7 @@ from optstudy.artifacts import (
     COMPLETED,
     FUSED_CHECKPOINT_KEY,
     FUSED_GROUPS_DIR,
+    HISTORY_COLUMNS,
     METRICS_FILE,
 )
 from optstudy.atomic import atomic_write_json
@@ -109,7 +110,7 @@ def _member(index: int, run: MemberRun) -> tuple[torch.nn.Module, Member, Member
     callbacks = [c for c in instantiate_all(cfg.callbacks) if isinstance(c, PER_MEMBER)]
     outputs = MemberOutputs.from_callbacks(callbacks, instantiate_all(cfg.logger))
     early = outputs.early_stopping
-    metrics = ("train_loss", "train_acc", "val_loss", "val_acc")
+    metrics = HISTORY_COLUMNS[2:-1]  # a member's epoch metrics
     if early is not None and early.monitor not in metrics:
         raise ConfigError(
             f"callbacks.early_stopping.monitor={early.monitor} is not one of the metrics a "

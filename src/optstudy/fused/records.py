@@ -17,26 +17,22 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import get_class
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 from torch.optim import Optimizer
 
 from optstudy.artifacts import FUSED_CHECKPOINT_KEY, HISTORY_COLUMNS
 from optstudy.atomic import atomic_write, atomic_write_csv
-from optstudy.callbacks import EpochHistory, InterruptCheckpoint, OptimizerDiagnostics
+from optstudy.callbacks import EpochHistory, OptimizerDiagnostics
 from optstudy.errors import ConfigError
+from optstudy.fused.fusable import PER_MEMBER_CALLBACKS
 from optstudy.fused.member import Member
 from optstudy.optim.step_diagnostics import Snapshot, take_snapshot
 
-# The callbacks a member's outputs are made of; any other runs once, on the group's trainer.
-PER_MEMBER = (
-    ModelCheckpoint,
-    LearningRateMonitor,
-    EarlyStopping,
-    EpochHistory,
-    OptimizerDiagnostics,
-    InterruptCheckpoint,
-)
+# The callbacks a member's outputs are made of (its interrupt checkpoint is the group's); any
+# other runs once, on the group's trainer.
+PER_MEMBER = tuple(get_class(name) for name in PER_MEMBER_CALLBACKS)
 
 
 @dataclass

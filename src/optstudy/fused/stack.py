@@ -35,7 +35,6 @@ class StackedNet(nn.Module):
     def __init__(self, nets: Sequence[nn.Module]) -> None:
         super().__init__()
         params, buffers = stack_module_state(list(nets))
-        self.members = len(nets)
         self.shared_names: tuple[str, ...] = ()
         for name, stacked in params.items():
             holder, leaf = _holder(self, name)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from optstudy.cli import compose
-from optstudy.optim import build_optimizer, optimizer_factory
+from optstudy.optim import optimizer_factory, optimizer_from_config
 
 STEPS = 40
 
@@ -100,9 +100,7 @@ def test_config_optimizer_follows_the_documented_rule(name):
     assert not cfg.optimizer.get("momentum") and not cfg.optimizer.get("centered")
     assert not cfg.optimizer.get("lr_decay") and not cfg.optimizer.get("amsgrad")
     model = nn.Sequential(nn.Linear(5, 3), nn.Linear(3, 2)).double()
-    optimizer = build_optimizer(
-        optimizer_factory(cfg.optimizer), model, cfg.module.decay_norm_and_bias
-    )
+    optimizer = optimizer_from_config(cfg.optimizer, model, cfg.module.decay_norm_and_bias)
     assert type(optimizer).__name__.lower() == name
     params = list(model.parameters())
     start = [p.detach().numpy().copy() for p in params]

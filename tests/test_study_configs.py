@@ -11,10 +11,15 @@ from conftest import CONF, ROOT, read_metrics, run_train
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from optstudy.cli import compose, compose_job
+from optstudy.study.__main__ import protocol_and_spaces
+from optstudy.study.protocol import configuration, defaults_jobs, final_jobs, tuning_jobs
 from optstudy.validation import validate
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-STUDIES = sorted(p.stem for p in (CONF / "study").glob("*.yaml") if p.stem != "base")
+# Every study file but the shared bases (base.yaml, tuned.yaml: not studies themselves).
+STUDIES = sorted(p.stem for p in (CONF / "study").glob("*.yaml") if p.stem not in ("base", "tuned"))
+TUNED_STUDIES = [s for s in STUDIES if "tuning:" in (CONF / "study" / f"{s}.yaml").read_text()]
+PLAIN_STUDIES = [s for s in STUDIES if s not in TUNED_STUDIES]
 # Few steps of every run: the shape of the config is tested, not its result.
 FEW_STEPS = [
     "trainer.max_epochs=1",
@@ -71,7 +76,7 @@ def test_a_named_study_is_named_after_its_file(study):
     assert cfg.get("study") is None or cfg.study.name == study
 
 
-@pytest.mark.parametrize("study", STUDIES)
+@pytest.mark.parametrize("study", PLAIN_STUDIES)
 def test_every_swept_value_of_a_study_composes_and_validates(study):
     sweep_dir, sweep = study_sweep(study)
     assert sweep_dir == f"results/{study}"
@@ -114,11 +119,11 @@ def test_cfg_job_prints_an_experiment():
 
 
 def test_studies_run_a_few_steps(tmp_path, cache_dir, tiny_mnist_dir, fashion_mnist_dir):
-    """One job of each study (its per-run settings, default optimizer and seed) in one sweep;
+    """One job of each plain study (its per-run settings, default optimizer and seed) in one sweep;
     E3's MNIST is a small real-format copy."""
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mnist").symlink_to(tiny_mnist_dir)
-    studies = [s for s in STUDIES if s not in ("e1", "e2")]
+    studies = [s for s in PLAIN_STUDIES if s not in ("e1", "e2")]
     args = ["-m", f"study={','.join(studies)}", *FEW_STEPS, f"paths.data_dir={tmp_path}/data"]
     result = run_train([*args, f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path / "r", cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -126,10 +131,10 @@ def test_studies_run_a_few_steps(tmp_path, cache_dir, tiny_mnist_dir, fashion_mn
     assert [read_metrics(j.parent)["status"] for j in jobs] == ["completed"] * len(studies)
 
 
-def test_e1_study_runs_a_few_steps(tmp_path, cache_dir, stars_dir):
-    """E1 on a small 17-class image folder, at 32×32 and without pre-trained weights."""
+def test_e1_study_runs_a_few_steps(tmp_path, cache_dir, stars_dir, vgg16_weights_file):
+    """E1 on a small 17-class image folder, at 32×32, with a stand-in weights file."""
     args = ["study=e1", "variant=e1_adam_staircase", f"data.root={stars_dir}", *FEW_STEPS]
-    args += ["data.image_size=[32,32]", "model.weights=null"]
+    args += ["data.image_size=32", f"model.weights={vgg16_weights_file}"]
     result = run_train(args, tmp_path / "run", cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = read_metrics(tmp_path / "run")
@@ -149,12 +154,34 @@ def test_e2_study_runs_a_few_steps(tmp_path, cache_dir, cifar_tarball):
 
 
 def test_optuna_searches_the_lr_and_maximises_best_val_acc(tmp_path, cache_dir):
+    """The search space here is a Hydra interval on the command line (the optimizer's own
+    search_space and the sweeper's other settings: test_optuna_sweeper.py)."""
     args = ["-m", "hparams_search=lr_optuna", "data=digits", "model=mlp", "optimizer=sgd"]
-    args += ["hydra.sweeper.n_trials=3", *FEW_STEPS, f"hydra.sweep.dir={tmp_path}/sweep"]
+    args += ["optimizer.lr=tag(log, interval(1e-4, 0.5))", "hydra.sweeper.n_trials=3"]
+    args += [*FEW_STEPS, f"hydra.sweep.dir={tmp_path}/sweep"]
     result = run_train(args, tmp_path / "r", cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
-    trials = [read_metrics(p.parent) for p in (tmp_path / "sweep").glob("*/metrics.json")]
-    assert len(trials) == 3 and len({t["lr"] for t in trials}) == 3
-    assert all(1e-5 <= t["lr"] <= 1.0 for t in trials)
+    trials = [read_metrics(tmp_path / "sweep" / f"{n}-sgd-constant-s0") for n in range(3)]
+    assert len({t["lr"] for t in trials}) == 3 and all(1e-4 <= t["lr"] <= 0.5 for t in trials)
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
-    assert best["best_value"] == pytest.approx(max(t["best_val_acc"] for t in trials))
+    assert best["trials"] == {"COMPLETE": 3}
+    top = trials[best["best_trial"]]
+    assert best["best_value"] == top["best_val_acc"] == max(t["best_val_acc"] for t in trials)
+    assert best["best_params"] == {"optimizer.lr": top["lr"]}
+
+
+@pytest.mark.parametrize("study", TUNED_STUDIES)
+def test_every_run_of_a_tuned_study_composes_and_validates(study):
+    """Each task × optimizer of every phase (its first and last tuning setting, the defaults
+    and a final run) composes as the study sweeper composes it, and validates."""
+    protocol, spaces = protocol_and_spaces([f"study={study}"])
+    tune = list(tuning_jobs(protocol, spaces))
+    selected = {
+        configuration(job.optimizer, job.scheduler): {job.task.name: job.setting} for job in tune
+    }
+    jobs = [*tune[:: max(1, len(tune) // 12)], tune[-1], *defaults_jobs(protocol)]
+    jobs += list(final_jobs(protocol, selected))[:4]
+    for job in jobs:
+        cfg, _ = compose([f"study={study}", *job.overrides()])
+        assert (cfg.study.task, cfg.study.phase) == (job.task.name, job.phase)
+        validate(cfg)

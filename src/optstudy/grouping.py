@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -138,7 +139,9 @@ def plan_groups(
     return [Group(number, tuple(jobs)) for number, jobs in enumerate(chunks)]
 
 
-def describe(groups: Sequence[Group], configs: Sequence[DictConfig], job_ids: Sequence[int]):
+def describe(
+    groups: Sequence[Group], configs: Sequence[DictConfig], job_ids: Sequence[int]
+) -> Iterator[str]:
     """Log lines that say how a sweep was grouped and why a job trains alone."""
     singles = sum(len(g.jobs) == 1 for g in groups)
     yield (
@@ -158,3 +161,27 @@ def describe(groups: Sequence[Group], configs: Sequence[DictConfig], job_ids: Se
             f"  group {group.id}: {len(group.jobs)} members (jobs {ids}), differing in "
             f"{', '.join(varying) or 'nothing'}"
         )
+
+
+class Progress:
+    """Runs done of a sweep's total, with the time spent and an estimate of the time left."""
+
+    def __init__(self, total: int, phase: str | None = None) -> None:
+        self.total, self.phase, self.finished = total, phase, 0
+        self.start = time.perf_counter()
+
+    def done(self, runs: int = 1) -> str:
+        """Count ``runs`` more finished runs (a fused group's members finish together); the
+        progress line to log."""
+        self.finished += runs
+        spent = time.perf_counter() - self.start
+        left = spent / self.finished * (self.total - self.finished)
+        phase = f" of phase {self.phase}" if self.phase else ""
+        return (
+            f"progress: {self.finished}/{self.total} runs{phase} done, {_minutes(spent)} "
+            f"spent, about {_minutes(left)} left"
+        )
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"

@@ -38,7 +38,7 @@ from optstudy.distributed.processes import check_processes, join_submitit_tasks
 from optstudy.errors import RunInterrupted
 from optstudy.grouping import current_group
 from optstudy.module import ImageClassifier
-from optstudy.optim import optimizer_factory
+from optstudy.optim import group_split, optimizer_factory
 from optstudy.provenance import provenance
 from optstudy.rundir import check_writable
 from optstudy.tracking import log_config, plain_config
@@ -48,17 +48,27 @@ log = logging.getLogger(__name__)
 
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config without the keys that do not change what a run computes
-    (:data:`~optstudy.artifacts.NOT_EXPERIMENT`) or that a run may be continued under
-    (:data:`~optstudy.artifacts.EXTENDABLE`): a checkpoint may only be resumed by a run
-    with the same identity."""
+    (:data:`~optstudy.artifacts.NOT_EXPERIMENT`, dropped before resolving: they may point at
+    a running job's folders) and those a run may be continued under
+    (:data:`~optstudy.artifacts.EXTENDABLE`, dropped after: other keys may interpolate them,
+    e.g. a cosine schedule's length): a checkpoint may only be resumed by a run with the same
+    identity."""
     identity = copy.deepcopy(cfg)
     with open_dict(identity):
-        for key in (*NOT_EXPERIMENT, *EXTENDABLE):
+        for key in NOT_EXPERIMENT:
             parent, _, leaf = key.rpartition(".")
             node = OmegaConf.select(identity, parent) if parent else identity
             if isinstance(node, DictConfig) and leaf in node:
                 del node[leaf]
-    return plain_config(identity)  # resolved; no secret goes into checkpoints
+    plain = plain_config(identity)  # resolved; no secret goes into checkpoints
+    for key in EXTENDABLE:
+        *parents, leaf = key.split(".")
+        node = plain
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return plain
 
 
 def peak_gpu_memory_mb(device: torch.device) -> float | None:
@@ -127,10 +137,11 @@ def build(cfg: DictConfig, out_dir: Path) -> Run:
     datamodule = build_datamodule(cfg.data, cfg.seed, cfg.get("augment"))
     datamodule.prepare_data()  # find, verify and decode the data before anything else runs
     module = instantiate(cfg.module)(
-        net=instantiate(cfg.model),
+        net=instantiate(cfg.model, num_classes=datamodule.num_classes),
         optimizer=optimizer_factory(cfg.optimizer),
+        param_split=group_split(cfg.optimizer),
         scheduler=cfg.scheduler,
-        num_classes=cfg.data.num_classes,
+        num_classes=datamodule.num_classes,  # data.num_classes, or counted from the data
     )
     join_submitit_tasks()  # the tasks of a submitit job are the processes of a DDP run
     trainer: pl.Trainer = instantiate(

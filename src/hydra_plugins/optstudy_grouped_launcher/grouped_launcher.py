@@ -14,11 +14,11 @@ from pathlib import Path
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.optstudy_grouped_launcher.fused_jobs import run_fused_group
 from optstudy.errors import ConfigError
-from optstudy.grouping import MODES, Group, GroupInfo, describe, in_group, plan_groups
+from optstudy.grouping import MODES, Group, GroupInfo, Progress, describe, in_group, plan_groups
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class GroupedLauncher(Launcher):
         for line in describe(groups, configs, numbers):
             log.info(line)
         results: dict[int, JobReturn] = {}
+        progress = Progress(len(configs), OmegaConf.select(configs[0], "study.phase"))
         for group in groups:
             members = [configs[i] for i in group.jobs]
             for member, index in enumerate(group.jobs):
@@ -93,9 +94,10 @@ class GroupedLauncher(Launcher):
                         self.hydra_context, self.task_function, group, configs, numbers, sweep_dir
                     )
                 )
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+                log.info(progress.done(len(group.jobs)))
             else:
-                results.update(self._sequential(group, configs))
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+                results.update(self._sequential(group, configs, progress))
         return [results[i] for i in range(len(job_overrides))]
 
     def _mode(self, group: Group, members: list[DictConfig]) -> str:
@@ -111,8 +113,11 @@ class GroupedLauncher(Launcher):
             return "sequential"
         return "vmap"
 
-    def _sequential(self, group: Group, configs: list[DictConfig]) -> dict[int, JobReturn]:
-        """Run the group's jobs one after another, each as Hydra's own launcher runs a job."""
+    def _sequential(
+        self, group: Group, configs: list[DictConfig], progress: Progress
+    ) -> dict[int, JobReturn]:
+        """Run the group's jobs one after another, each as Hydra's own launcher runs a job,
+        logging the sweep's ``progress`` after each."""
         results = {}
         for member, index in enumerate(group.jobs):
             info = GroupInfo(group.id, len(group.jobs), "sequential", member)
@@ -125,6 +130,7 @@ class GroupedLauncher(Launcher):
                     job_subdir_key="hydra.sweep.subdir",
                 )
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            log.info(progress.done())
         return results
 
 

@@ -72,4 +72,4 @@ class FusedDataModule(pl.LightningDataModule):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalise the images on their device."""
         images, labels = batch
-        return self.data.normalize(images), labels
+        return self.data.normalise(images), labels

@@ -39,7 +39,7 @@ from optstudy.fused.module import FusedClassifier
 from optstudy.fused.noise import MemberRng, masked_dropout_sites, random_modules
 from optstudy.fused.records import PER_MEMBER, MemberOutputs, MemberRecords
 from optstudy.grouping import GroupInfo, in_group
-from optstudy.optim import optimizer_factory
+from optstudy.optim import group_split, optimizer_factory
 from optstudy.run import (
     checkpoint_paths,
     fit,
@@ -100,12 +100,14 @@ def own_checkpoint(run: MemberRun) -> Path | None:
     return None
 
 
-def _member(index: int, run: MemberRun) -> tuple[torch.nn.Module, Member, MemberOutputs]:
-    """Member ``index``'s network, with the initial weights its standalone run draws (seeded
-    as it seeds), its state and its outputs."""
+def _member(
+    index: int, run: MemberRun, num_classes: int
+) -> tuple[torch.nn.Module, Member, MemberOutputs]:
+    """Member ``index``'s network (``num_classes`` outputs), with the initial weights its
+    standalone run draws (seeded as it seeds), its state and its outputs."""
     cfg = run.cfg
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    net = instantiate(cfg.model)
+    net = instantiate(cfg.model, num_classes=num_classes)
     rng = MemberRng.current(cfg.seed)
     callbacks = [c for c in instantiate_all(cfg.callbacks) if isinstance(c, PER_MEMBER)]
     outputs = MemberOutputs.from_callbacks(callbacks, instantiate_all(cfg.logger))
@@ -133,12 +135,15 @@ def build(runs: Sequence[MemberRun], folder: Path) -> FusedRun:
     first = runs[0].cfg
     data = build_datamodule(first.data, first.seed, first.get("augment"))
     data.prepare_data()
-    nets, members, outputs = zip(*(_member(i, run) for i, run in enumerate(runs)), strict=True)
+    classes = data.num_classes  # data.num_classes, or counted from the data
+    built = (_member(i, run, classes) for i, run in enumerate(runs))
+    nets, members, outputs = zip(*built, strict=True)
     template = instantiate(first.module)(
         net=copy.deepcopy(nets[0]),
         optimizer=optimizer_factory(first.optimizer),
+        param_split=group_split(first.optimizer),
         scheduler=first.scheduler,
-        num_classes=first.data.num_classes,
+        num_classes=classes,
     )
     if randomness := random_modules(template.net):
         raise ConfigError(

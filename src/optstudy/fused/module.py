@@ -220,7 +220,7 @@ class FusedClassifier(pl.LightningModule):
     def configure_optimizers(self) -> Optimizer:
         """The fused optimizer over the stacked weights (lr = 1), and each member's schedule."""
         template = self.template
-        groups = param_groups(template.net, template.decay_norm_and_bias)
+        groups = param_groups(template.net, template.decay_norm_and_bias, template.param_split)
         names = {id(p): name for name, p in template.net.named_parameters()}
         stacked = stacked_param_groups(groups, names, dict(self.net.named_parameters()))
         optimizer = build_fused_optimizer(template.optimizer_factory, stacked)

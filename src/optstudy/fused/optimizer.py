@@ -9,16 +9,18 @@ moves each member by its own lr along it: θ'ₘ = θₘ + lrₘ · (θ⁽¹⁾�
 (moments, accumulators, step counts) is then exactly the state each member's own optimizer
 would hold, and a member's schedule only has to change its lrₘ.
 
-It holds for every optimizer of ``conf/optimizer/`` (their configs say ``fusable: true``):
+It holds for the optimizers of ``conf/optimizer/`` whose configs say ``fusable: true``:
 SGD with momentum, dampening, Nesterov and coupled weight decay (the buffer is built from the
 gradient alone); Adagrad, whose ``lr / (1 + (t−1)·lr_decay)`` is lr times a factor of t;
 RMSprop (momentum, centered); Adadelta, whose Δ average is built from the lr-free update;
 Adam and AdamW (AMSGrad; AdamW's decoupled decay θ(1 − lr·λ) is linear in lr too), NAdam
-(its momentum schedule depends on t, not lr), RAdam and Adamax. It fails for updates that
-are not elementwise or not linear in lr: matrix methods (Muon, Shampoo) and trust-ratio
-methods (LARS, LAMB) would mix the members of a stacked tensor, and a line search (L-BFGS)
-picks its own step. Their configs say ``fusable: false`` and their groups train one member
-after another.
+(its momentum schedule depends on t, not lr), RAdam, Adamax, ADOPT, and Lion (a sign per
+weight, its momentum never sees lr). It fails for updates that are not elementwise or not
+linear in lr: matrix methods (Muon, SOAP, Shampoo) would mix the members of a stacked tensor,
+so would estimates over all parameters (Prodigy's d, Adafactor's factored moments and
+relative step), trust-ratio methods (LARS, LAMB) too; Schedule-Free's averaging weights
+depend on lr, and a line search (L-BFGS) picks its own step. Their configs say
+``fusable: false`` and their groups train one member after another.
 """
 
 from __future__ import annotations

@@ -340,6 +340,27 @@ def test_groups_that_cannot_train_fused_say_why():
     assert "callbacks.extra differs" in reason(unknown, "seed=1")
 
 
+@pytest.mark.parametrize(
+    ("mode", "overrides", "gpu", "expected"),
+    [
+        ("auto", [], False, "sequential"),  # measured: fusing is slower on a CPU
+        ("auto", [], True, "vmap"),
+        ("auto", ["trainer=cpu"], True, "sequential"),  # a CPU trainer on a GPU machine
+        ("auto", ["optimizer=muon"], True, "sequential"),  # not fusable
+        ("vmap", [], False, "vmap"),
+        ("sequential", [], True, "sequential"),
+    ],
+)
+def test_auto_picks_vmap_only_where_a_gpu_trains(mode, overrides, gpu, expected, monkeypatch):
+    """The launcher's choice per group (the GPU's presence stubbed: no GPU in CI)."""
+    from hydra_plugins.optstudy_grouped_launcher.grouped_launcher import GroupedLauncher
+    from optstudy.grouping import Group
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    members = [compose([*overrides, f"seed={seed}"])[0] for seed in (0, 1)]
+    assert GroupedLauncher(mode=mode)._mode(Group(0, (0, 1)), members) == expected
+
+
 # -- launcher=grouped launcher.mode=vmap ----------------------------------------------------
 
 VMAP = ["launcher.mode=vmap"]
@@ -363,7 +384,9 @@ def test_a_vmap_sweep_writes_each_members_run_directory(vmap_sweep, tmp_path):
     from optstudy.report import main as report_main
 
     sweep_dir, result = vmap_sweep
-    assert "group 0: 3 members train fused (vmap)" in result.stdout + result.stderr
+    log = result.stdout + result.stderr
+    assert "group 0: 3 members train fused (vmap)" in log
+    assert "progress: 3/3 runs done" in log  # the group's members finish together
     runs = members(sweep_dir)
     assert [p.name for p in runs] == [f"{i}-adam-constant-s{i}" for i in range(3)]
     for number, run in enumerate(runs):

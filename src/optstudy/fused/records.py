@@ -196,7 +196,8 @@ class MemberRecords(pl.Callback):
             outputs = self.outputs[index]
             if self.members[index].training and outputs.diagnostics is not None:
                 params = pl_module.member_params(index)
-                view = pl_module.member_optimizer(index, params, before.lrs)
+                lrs = [group["lr"] for group in before.groups]
+                view = pl_module.member_optimizer(index, params, lrs)
                 outputs.diagnostics.record(before, params, view, outputs.loggers)
         self._before.clear()
         if trainer._logger_connector.should_update_logs:

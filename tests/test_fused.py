@@ -42,6 +42,9 @@ FIRST_STEPS = [
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
 ]
+# Small RGB images (the pre-trained VGG16 base takes 3 channels).
+SMALL_RGB = ["data=synthetic", "data.image_size=[8,8]", "data.source.train_size=1000"]
+SMALL_RGB.append("data.source.test_size=200")
 FIRST_STEPS_TOLERANCE = 1e-5  # float reordering only (module docstring)
 NOT_COMPARED = ("train_time_s", "group")  # wall time; and a standalone run has no group
 
@@ -245,14 +248,21 @@ def test_plateau_and_early_stopping_act_per_member(tmp_path, cache_dir):
     [
         # batch norm with each member's own statistics, and each member's own augmentation
         ["model=fast_cifar", "optimizer=sgd", "augment=flip_crop"],
-        # a frozen base, then batch norm and dropout (each member's own masks)
-        ["model=vgg16_transfer", "model.weights=null", "optimizer=momentum"],
+        # batch norm, then dropout (each member's own masks)
+        ["model=vgg_small", "model.stages=[[8],[16]]", "model.hidden=32", "optimizer=momentum"],
+        # a frozen pre-trained base (RGB), then batch norm and dropout; slow: checkpoints of
+        # the 15M-parameter base, per member and for the group
+        pytest.param(
+            ["model=vgg16_transfer", "model.weights={weights}", "optimizer=momentum", *SMALL_RGB],
+            marks=pytest.mark.slow,
+        ),
     ],
-    ids=["fast_cifar", "vgg16_transfer"],
+    ids=["fast_cifar", "vgg_small", "vgg16_transfer"],
 )
 def test_batch_norm_dropout_and_augmentation_members_are_their_standalone_runs(
-    model, tmp_path, cache_dir
+    model, tmp_path, cache_dir, vgg16_weights_file
 ):
+    model = [o.format(weights=vgg16_weights_file) for o in model]
     common = [*FIRST_STEPS, *model, "callbacks.diagnostics=null"]
     fused, alone, runs = fused_and_alone(tmp_path, cache_dir, common, [["seed=0"], ["seed=1"]])
     for run, mine, theirs in zip(runs, fused, alone, strict=True):

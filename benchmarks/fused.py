@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         for model in args.models.split(","):
             overrides = run_overrides(model, args.steps, args.device)
-            train([*overrides, f"hydra.run.dir={work / 'fill-cache'}"], work)
+            fill = work / "fill-cache"  # decode the data once, before the clocks
+            train([*overrides, clock("per_process", fill), f"hydra.run.dir={fill}"], work)
             for members in map(int, args.members.split(",")):
                 for arm in ARMS:
                     folder = work / f"{model}-{members}-{arm}"

@@ -265,7 +265,8 @@ class FusedClassifier(pl.LightningModule):
         values = {}
         for kind in ("loss", "acc"):
             metric = self.metrics[f"{stage}_{kind}"]
-            values[f"{stage}_{kind}"] = metric.compute().tolist()
+            # torchmetrics squeezes a one-member result to a scalar: one value per member again
+            values[f"{stage}_{kind}"] = metric.compute().reshape(-1).tolist()
             metric.reset()
         return [
             {key: column[number] for key, column in values.items()}

@@ -58,6 +58,7 @@ def test_grouped_compares_one_process_per_run_with_a_grouped_sweep(tmp_path):
     assert len(report["rss_mb"]) == 3 and min(report["rss_mb"]) > 0
 
 
+@pytest.mark.slow  # ten train.py processes: minutes on 2 cores
 def test_fused_compares_vmap_sequential_and_one_process_per_run(tmp_path):
     out = tmp_path / "fused.json"
     args = ["--models", "lenet5", "--members", "1,2", "--steps", "2", "--seeds", "2"]

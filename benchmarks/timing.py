@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,19 @@ class RecordRSS(HydraCallback):
         gc.collect()
         with self.path.open("a") as f:
             f.write(f"{psutil.Process().memory_info().rss}\n")
+
+
+class RecordPeakMemory(HydraCallback):
+    """Hydra job callback: write the process's peak resident set (and, on a GPU, the peak GPU
+    memory torch held) so far, in MiB, as JSON to the file ``name`` in the job's run
+    directory at the end of each job."""
+
+    def __init__(self, name: str = "memory.json") -> None:
+        self.name = name
+
+    def on_job_end(self, config: Any, **kwargs: Any) -> None:
+        """After a job."""
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+        path = Path(config.hydra.runtime.output_dir) / self.name
+        path.write_text(json.dumps({"rss_mb": round(rss, 1), "gpu_mb": gpu}))

@@ -76,3 +76,25 @@ def test_grouped_compares_one_process_per_run_with_a_grouped_sweep(tmp_path):
     expected = medians["one_process_per_run"] / medians["grouped"]
     assert report["speedup"] == pytest.approx(expected, rel=1e-3)
     assert len(report["rss_mb"]) == 3 and min(report["rss_mb"]) > 0
+
+
+@pytest.mark.slow  # ten train.py processes: minutes on 2 cores
+def test_fused_compares_vmap_sequential_and_one_process_per_run(tmp_path):
+    out = tmp_path / "fused.json"
+    args = ["--models", "lenet5", "--members", "1,2", "--steps", "2", "--seeds", "2"]
+    result = run_script("fused.py", *args, "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu" and report["steps"] == 2
+    speed = report["speed"]["lenet5"]
+    assert set(speed) == {"1", "2"}
+    for arms in speed.values():
+        assert set(arms) == {"vmap", "sequential", "per_process"}
+        # Each arm trained as it says: a vmap group fused, not fallen back to sequential.
+        modes = {name: arm.pop("modes") for name, arm in arms.items()}
+        assert modes == {"vmap": ["vmap"], "sequential": ["sequential"], "per_process": ["alone"]}
+        assert all(min(arm.values()) > 0 for arm in arms.values())
+    same = report["equivalence"]
+    assert [len(a) for a in same["final_val_acc"].values()] == [2, 2]
+    assert 0 <= same["p_value"] <= 1
+    assert "| lenet5 | 2 |" in result.stdout

@@ -27,6 +27,10 @@ CLASSES_FILE = "classes.json"
 RUN_INFO_FILE = "run_info.json"
 CHECKPOINT_DIR = "checkpoints"
 STEP_LOG_FILE = "csv/metrics.csv"  # Lightning's CSV logger: step-level values
+# The folder of a sweep that holds the checkpoints of its fused groups (launcher.mode=vmap),
+# and the key that marks a member's checkpoint written by a fused group (its weights only).
+FUSED_GROUPS_DIR = "fused_groups"
+FUSED_CHECKPOINT_KEY = "fused_member"
 
 # history.csv: one row per finished training epoch.
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "elapsed_s")

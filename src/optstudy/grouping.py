@@ -39,9 +39,10 @@ PER_MEMBER = (
 )
 # Always part of the group key, although under a PER_MEMBER prefix.
 SHARED_UNDER_PER_MEMBER = ("scheduler._target_", "scheduler.lightning.interval")
-# How a group trains: one member after the other (sequential), or "auto": what is fastest on
-# the device (sequential on CPU; see README "Grouped sweeps").
-MODES = ("auto", "sequential")
+# How a group trains: one member after the other (sequential), all members at once with
+# stacked weights (vmap, optstudy.fused), or "auto": what is fastest on the device (vmap on a
+# GPU, sequential on a CPU; see README "Fused groups").
+MODES = ("auto", "sequential", "vmap")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class GroupInfo:
 
     id: int  # the group's number within its sweep
     size: int  # members in the group
-    mode: str  # how the group trained: sequential
+    mode: str  # how the group trained: sequential or vmap
     member: int  # this run's place in the group (0-based)
 
 
@@ -169,9 +170,10 @@ class Progress:
         self.total, self.phase, self.finished = total, phase, 0
         self.start = time.perf_counter()
 
-    def done(self) -> str:
-        """Count one more finished run; the progress line to log."""
-        self.finished += 1
+    def done(self, runs: int = 1) -> str:
+        """Count ``runs`` more finished runs (a fused group's members finish together); the
+        progress line to log."""
+        self.finished += runs
         spent = time.perf_counter() - self.start
         left = spent / self.finished * (self.total - self.finished)
         phase = f" of phase {self.phase}" if self.phase else ""

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytorch_lightning as pl
 import torch
@@ -106,11 +106,23 @@ class Run:
         return self.trainer.is_global_zero
 
 
-def _instantiate_all(group: DictConfig | None) -> list[Any]:
+class Fittable(Protocol):
+    """What :func:`fit` trains: a run, or a fused group (``optstudy.fused``)."""
+
+    out_dir: Path
+    module: pl.LightningModule
+    datamodule: pl.LightningDataModule
+    trainer: pl.Trainer
+    resume: Path | None
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a config group of objects (callbacks, loggers), skipping
+    the ones set to null."""
     return [instantiate(c) for c in (group or {}).values() if c is not None]
 
 
-def _checkpoint_paths(callbacks: list[pl.Callback]) -> list[Path]:
+def checkpoint_paths(callbacks: list[pl.Callback]) -> list[Path]:
     """The interrupt checkpoint, then ``last.ckpt``, of the configured checkpoint callbacks."""
     interrupted = [cb.ckpt_path for cb in callbacks if isinstance(cb, OnExceptionCheckpoint)]
     last = [
@@ -140,8 +152,8 @@ def build(cfg: DictConfig, out_dir: Path, job: DictConfig | None = None) -> Run:
     validated config (nothing is written into the run directory yet)."""
     identity = run_identity(cfg)
     recorder = EpochRecorder()
-    callbacks = [recorder, *_instantiate_all(cfg.callbacks), ResumableRun(identity)]
-    checkpoints = _checkpoint_paths(callbacks)
+    callbacks = [recorder, *instantiate_all(cfg.callbacks), ResumableRun(identity)]
+    checkpoints = checkpoint_paths(callbacks)
     resume = resume_from(checkpoints, identity, cfg.trainer.max_epochs)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg.data, cfg.seed, cfg.get("augment"))
@@ -156,7 +168,7 @@ def build(cfg: DictConfig, out_dir: Path, job: DictConfig | None = None) -> Run:
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
-        logger=_instantiate_all(cfg.logger),
+        logger=instantiate_all(cfg.logger),
         plugins=[AtomicCheckpointIO()],
     )
     check_processes(trainer)
@@ -193,19 +205,23 @@ def start(run: Run) -> None:
     log_config(run.trainer.loggers, run.cfg)
     if run.resume:
         log.info("resuming from %s", run.resume)
-    if not run.writes:
-        return
-    (run.out_dir / METRICS_FILE).unlink(missing_ok=True)
-    source = run.datamodule.source
-    record = provenance(Path(run.cfg.paths.root_dir), source.name, source.fingerprint())
-    atomic_write_json(run.out_dir / RUN_INFO_FILE, record)
+    if run.writes:
+        prepare_run_dir(run.cfg, run.out_dir, run.datamodule.source, run.checkpoints)
+
+
+def prepare_run_dir(cfg: DictConfig, out_dir: Path, source: Any, checkpoints: list[Path]) -> None:
+    """Remove the run directory's metrics.json, write its provenance (``source``: the data
+    source) and create its checkpoint folders."""
+    (out_dir / METRICS_FILE).unlink(missing_ok=True)
+    record = provenance(Path(cfg.paths.root_dir), source.name, source.fingerprint())
+    atomic_write_json(out_dir / RUN_INFO_FILE, record)
     # The checkpoint folders exist even when no checkpoint gets written (a run that diverges
     # in its first epoch), so pipelines that declare them as outputs find them.
-    for path in run.checkpoints:
+    for path in checkpoints:
         path.parent.mkdir(parents=True, exist_ok=True)
 
 
-def fit(run: Run) -> None:
+def fit(run: Fittable) -> None:
     """Train (resuming where an earlier attempt stopped); SIGTERM ends it as
     :class:`RunInterrupted` after the interrupt checkpoint is saved."""
     try:
@@ -236,10 +252,33 @@ def summarize(
     run: Run, test_metrics: Mapping[str, float], choices: Mapping[str, str | None]
 ) -> RunMetrics:
     """The run's :class:`~optstudy.artifacts.RunMetrics`, from its epoch record and test."""
-    rows = run.recorder.rows
+    return run_metrics(
+        run.cfg,
+        run.recorder.rows,
+        DIVERGED if run.module.diverged else COMPLETED,
+        run.trainer.global_step,
+        run.recorder.elapsed(),
+        test_metrics,
+        choices,
+        run.module.device,
+    )
+
+
+def run_metrics(
+    cfg: DictConfig,
+    rows: list[dict[str, float]],
+    status: str,
+    steps: int,
+    elapsed: float,
+    test_metrics: Mapping[str, float],
+    choices: Mapping[str, str | None],
+    device: torch.device,
+) -> RunMetrics:
+    """A run's :class:`~optstudy.artifacts.RunMetrics` from its history ``rows``, how it ended,
+    its optimizer steps, training seconds and test metrics (in the group it trained in)."""
     val_accs = [row["val_acc"] for row in rows]
     return RunMetrics(
-        status=DIVERGED if run.module.diverged else COMPLETED,
+        status=status,
         best_val_acc=max(val_accs, default=None),
         final_val_acc=val_accs[-1] if val_accs else None,
         final_val_loss=rows[-1]["val_loss"] if rows else None,
@@ -247,12 +286,12 @@ def summarize(
         test_acc=test_metrics.get("test_acc"),
         test_loss=test_metrics.get("test_loss"),
         epochs=len(rows),
-        steps=run.trainer.global_step,
-        train_time_s=round(run.recorder.elapsed(), 3),
-        seed=run.cfg.seed,
-        lr=run.cfg.optimizer.get("lr"),
+        steps=steps,
+        train_time_s=round(elapsed, 3),
+        seed=cfg.seed,
+        lr=cfg.optimizer.get("lr"),
         torch_threads=torch.get_num_threads(),
-        peak_gpu_memory_mb=peak_gpu_memory_mb(run.module.device),
+        peak_gpu_memory_mb=peak_gpu_memory_mb(device),
         choices={group: choices.get(group) for group in CHOICE_GROUPS},
         group=current_group(),
     )

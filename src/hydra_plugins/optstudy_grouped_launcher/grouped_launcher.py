@@ -16,8 +16,9 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hydra_plugins.optstudy_grouped_launcher.fused_jobs import run_fused_group
 from optstudy.errors import ConfigError
-from optstudy.grouping import MODES, GroupInfo, Progress, describe, in_group, plan_groups
+from optstudy.grouping import MODES, Group, GroupInfo, Progress, describe, in_group, plan_groups
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +81,64 @@ class GroupedLauncher(Launcher):
         results: dict[int, JobReturn] = {}
         progress = Progress(len(configs), OmegaConf.select(configs[0], "study.phase"))
         for group in groups:
+            members = [configs[i] for i in group.jobs]
             for member, index in enumerate(group.jobs):
-                info = GroupInfo(group.id, len(group.jobs), "sequential", member)
                 overrides = " ".join(filter_overrides(job_overrides[index]))
                 log.info(
                     "\t#%d (group %d, member %d): %s", numbers[index], group.id, member, overrides
                 )
-                with in_group(info):
-                    results[index] = run_job(
-                        hydra_context=self.hydra_context,
-                        task_function=self.task_function,
-                        config=configs[index],
-                        job_dir_key="hydra.sweep.dir",
-                        job_subdir_key="hydra.sweep.subdir",
+            if self._mode(group, members) == "vmap":
+                sweep_dir = Path(str(self.config.hydra.sweep.dir))
+                results.update(
+                    run_fused_group(
+                        self.hydra_context, self.task_function, group, configs, numbers, sweep_dir
                     )
+                )
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-                log.info(progress.done())
+                log.info(progress.done(len(group.jobs)))
+            else:
+                results.update(self._sequential(group, configs, progress))
         return [results[i] for i in range(len(job_overrides))]
+
+    def _mode(self, group: Group, members: list[DictConfig]) -> str:
+        """How ``group`` trains: sequential when asked, when ``auto`` finds no GPU (fused
+        training is slower on a CPU), or when its jobs cannot train fused (the log says why);
+        else vmap."""
+        if self.mode == "sequential" or (self.mode == "auto" and not _on_gpu(members[0])):
+            return "sequential"
+        from optstudy.fused.fusable import why_not_fused
+
+        if reason := why_not_fused(members):
+            log.info("group %d trains sequentially: %s", group.id, reason)
+            return "sequential"
+        return "vmap"
+
+    def _sequential(
+        self, group: Group, configs: list[DictConfig], progress: Progress
+    ) -> dict[int, JobReturn]:
+        """Run the group's jobs one after another, each as Hydra's own launcher runs a job,
+        logging the sweep's ``progress`` after each."""
+        results = {}
+        for member, index in enumerate(group.jobs):
+            info = GroupInfo(group.id, len(group.jobs), "sequential", member)
+            with in_group(info):
+                results[index] = run_job(
+                    hydra_context=self.hydra_context,
+                    task_function=self.task_function,
+                    config=configs[index],
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            log.info(progress.done())
+        return results
+
+
+def _on_gpu(config: DictConfig) -> bool:
+    """Whether a job with ``config`` trains on a GPU (its trainer may pick one, and one is
+    there)."""
+    if str(config.trainer.get("accelerator", "auto")) not in ("auto", "gpu", "cuda"):
+        return False
+    import torch
+
+    return torch.cuda.is_available()

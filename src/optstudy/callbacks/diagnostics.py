@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import Logger
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
@@ -52,13 +54,40 @@ class OptimizerDiagnostics(pl.Callback):
     def _trainable(pl_module: pl.LightningModule) -> dict[str, nn.Parameter]:
         return {name: p for name, p in pl_module.named_parameters() if p.requires_grad}
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Keep the initial parameters (unless resumed with them) and write the file as it
-        stands: a header at least, so a run that diverges at once still has one."""
-        params = self._trainable(pl_module)
+    def start(self, params: dict[str, Tensor]) -> None:
+        """Keep the initial ``params`` (by name), unless resumed with them, on their device."""
         if not self._initial:
             self._initial = {name: p.detach().clone() for name, p in params.items()}
         self._initial = {name: t.to(params[name].device) for name, t in self._initial.items()}
+
+    def due(self, step: int) -> bool:
+        """Whether optimizer step ``step`` is measured."""
+        return step % self.interval == 0
+
+    def record(
+        self,
+        before: Snapshot,
+        params: dict[str, nn.Parameter],
+        optimizer: Optimizer,
+        loggers: Iterable[Logger],
+    ) -> None:
+        """Add the rows of the step ``optimizer`` took from ``before`` to ``params`` (after the
+        step), and give the whole-model row to the ``loggers``."""
+        rows = measure(before, params, self._initial, optimizer)
+        self.rows += rows
+        whole = next(row for row in rows if row["layer"] == WHOLE_MODEL)
+        metrics = {f"diagnostics/{column}": whole[column] for column in LOGGED}
+        for logger in loggers:
+            logger.log_metrics(metrics, step=before.step)
+
+    def write(self) -> None:
+        """Rewrite the file with every row so far."""
+        atomic_write_csv(self.path, DIAGNOSTICS_COLUMNS, self.rows)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Keep the initial parameters and write the file as it stands: a header at least, so
+        a run that diverges at once still has one."""
+        self.start(self._trainable(pl_module))
         self._write(trainer)
 
     def on_before_optimizer_step(
@@ -66,7 +95,7 @@ class OptimizerDiagnostics(pl.Callback):
     ) -> None:
         """On a measured step, copy the parameters and lrs the step starts from."""
         if (
-            trainer.global_step % self.interval
+            not self.due(trainer.global_step)
             or not trainer.is_global_zero
             or getattr(pl_module, "diverged", False)
         ):
@@ -81,12 +110,8 @@ class OptimizerDiagnostics(pl.Callback):
         if self._before is None:
             return
         before, self._before = self._before, None
-        rows = measure(before, self._trainable(pl_module), self._initial, trainer.optimizers[0])
-        self.rows += rows
-        whole = next(row for row in rows if row["layer"] == WHOLE_MODEL)
-        metrics = {f"diagnostics/{column}": whole[column] for column in LOGGED}
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=before.step)
+        params = self._trainable(pl_module)
+        self.record(before, params, trainer.optimizers[0], trainer.loggers)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Rewrite the file with every row so far."""
@@ -94,4 +119,4 @@ class OptimizerDiagnostics(pl.Callback):
 
     def _write(self, trainer: pl.Trainer) -> None:
         if trainer.is_global_zero:
-            atomic_write_csv(self.path, DIAGNOSTICS_COLUMNS, self.rows)
+            self.write()

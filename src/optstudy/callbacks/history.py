@@ -15,6 +15,27 @@ from optstudy.atomic import atomic_write_csv
 RECORDER_KEY = "EpochRecorder"  # the EpochRecorder's key among a checkpoint's callback states
 
 
+class Stopwatch:
+    """Seconds of training across resumes: the time since :meth:`start`, plus the seconds an
+    earlier attempt had taken (kept in checkpoints)."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+        self._before = 0.0  # seconds spent before a resume
+
+    def start(self) -> None:
+        """Start (again) from now."""
+        self._start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds so far, across resumes."""
+        return self._before + time.perf_counter() - self._start
+
+    def resume(self, elapsed: float) -> None:
+        """Continue from ``elapsed`` seconds (an earlier attempt's)."""
+        self._before = float(elapsed)
+
+
 class EpochRecorder(pl.Callback):
     """Record one row per finished training epoch: the lr it started with, its epoch metrics
     (validation of the epoch included) and seconds since training began. Every run has one,
@@ -23,8 +44,7 @@ class EpochRecorder(pl.Callback):
 
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
-        self._start = time.perf_counter()
-        self._elapsed_before = 0.0  # seconds spent before a resume
+        self.clock = Stopwatch()
         self._lr = math.nan
 
     @property
@@ -34,7 +54,7 @@ class EpochRecorder(pl.Callback):
 
     def elapsed(self) -> float:
         """Seconds of training (with validation) so far, across resumes."""
-        return self._elapsed_before + time.perf_counter() - self._start
+        return self.clock.elapsed()
 
     def state_dict(self) -> dict[str, Any]:
         """Rows, elapsed time and the current epoch's lr."""
@@ -43,12 +63,12 @@ class EpochRecorder(pl.Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore rows, elapsed time and lr from a checkpoint."""
         self.rows = [dict(r) for r in state["rows"]]
-        self._elapsed_before = float(state["elapsed"])
+        self.clock.resume(state["elapsed"])
         self._lr = float(state["lr"])
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start the clock."""
-        self._start = time.perf_counter()
+        self.clock.start()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Remember the lr this epoch starts with."""

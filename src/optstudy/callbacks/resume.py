@@ -14,6 +14,7 @@ import torch
 from pytorch_lightning.callbacks import OnExceptionCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from optstudy.artifacts import FUSED_CHECKPOINT_KEY
 from optstudy.callbacks.history import RECORDER_KEY
 from optstudy.errors import ConfigError
 
@@ -83,6 +84,11 @@ def resume_from(
             f"refusing to resume from {path}: it is not a plain tensor checkpoint "
             f"({str(exc).splitlines()[0]}); delete it or use another run directory"
         ) from exc
+    if FUSED_CHECKPOINT_KEY in checkpoint:
+        raise ConfigError(
+            f"{path} holds the weights of a member of a fused group (launcher.mode=vmap), not "
+            "a run to resume: rerun the group's command, or delete it to train this run alone"
+        )
     states = checkpoint.get("callbacks", {})
     if states.get("ResumableRun", {}).get("identity") != identity:
         raise ConfigError(

@@ -101,15 +101,23 @@ class TensorDataModule(pl.LightningDataModule):
         """Number of examples in each split (after :meth:`setup`)."""
         return {k: len(y) for k, (_, y) in self._splits.items()}
 
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels of split ``name`` (train, val or test; after :meth:`setup`)."""
+        return self._splits[name]
+
     def train_dataloader(self) -> TensorBatches:
         """Shuffled training batches, a fresh seeded order each epoch, resumable mid-epoch."""
-        x, y = self._splits["train"]
+        return self.train_batches(*self._splits["train"], self.shuffle_seed)
+
+    def train_batches(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> TensorBatches:
+        """Batches of ``x`` and ``y`` (the training split, or tensors indexed like it) in the
+        order training draws with shuffle seed ``seed``."""
         return TensorBatches(
             x,
             y,
             self.batch_size,
             shuffle=True,
-            seed=self.shuffle_seed,
+            seed=seed,
             epoch=self._epoch,
             completed=self._completed_batches,
             **self._shard(),
@@ -124,7 +132,7 @@ class TensorDataModule(pl.LightningDataModule):
             x, y, self.batch_size, shuffle=True, seed=self.shuffle_seed, **self._shard()
         )
         for images, labels in itertools.islice(batches, count):
-            yield self._normalise(images), labels
+            yield self.normalise(images), labels
 
     def val_dataloader(self) -> TensorBatches:
         """Validation batches in a fixed order."""
@@ -140,12 +148,13 @@ class TensorDataModule(pl.LightningDataModule):
         """Scale uint8 images to [0, 1] and normalise them, on the batch's device; augment
         training batches."""
         images, labels = batch
-        images = self._normalise(images)
+        images = self.normalise(images)
         if self.augment is not None and self.trainer is not None and self.trainer.training:
             images = self.augment(images)
         return images, labels
 
-    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (… × C × H × W) scaled to [0, 1] and normalised, on their device."""
         mean, std = self.mean.to(images.device), self.std.to(images.device)
         return images.float().div_(255).sub_(mean).div_(std)
 

@@ -23,6 +23,13 @@ from optstudy.optim.effective_step import estimated_step_size
 STAGES = ("train", "val", "test")
 
 
+def diverges(value: float, initial_loss: float, divergence_factor: float | None) -> bool:
+    """Whether a training loss ``value`` means divergence: it is not finite, or above
+    ``divergence_factor`` × the run's first loss (None: only a non-finite loss)."""
+    limit = math.inf if divergence_factor is None else divergence_factor * initial_loss
+    return not math.isfinite(value) or value > limit
+
+
 class ImageClassifier(pl.LightningModule):
     """Train ``net`` with cross-entropy; log loss and accuracy per stage.
 
@@ -152,12 +159,7 @@ class ImageClassifier(pl.LightningModule):
         value = self.trainer.strategy.reduce(loss.detach().clone(), reduce_op="mean").item()
         if self.initial_loss is None:
             self.initial_loss = value
-        limit = (
-            math.inf
-            if self.divergence_factor is None
-            else self.divergence_factor * self.initial_loss
-        )
-        if not math.isfinite(value) or value > limit:
+        if diverges(value, self.initial_loss, self.divergence_factor):
             self.diverged = True
             self.trainer.should_stop = True
             return loss if self.trainer.world_size > 1 else None

@@ -11,3 +11,12 @@ def input_memory_format(channels_last: bool | None, device: torch.device) -> tor
     if channels_last is None:
         channels_last = device.type == "cuda"
     return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def per_member_layout(t: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """A stacked tensor (member × N × C × H × W: a batch of each member, or stacked conv
+    weights) laid out so that each member's slice has ``memory_format``; other tensors as
+    they are."""
+    if memory_format != torch.channels_last or t.ndim != 5:
+        return t
+    return t.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)

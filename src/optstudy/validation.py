@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from optstudy.errors import ConfigError
@@ -48,6 +49,16 @@ RUN_RULES: dict[str, Rule] = {
 }
 # Keys whose rule accepts null (the others must be set).
 NULLABLE = ("module.divergence_factor", "module.channels_last")
+# trainer.accelerator values that train on a CUDA GPU only (auto falls back to the CPU).
+GPU_ONLY = ("gpu", "cuda")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check(key: str, value: Any, rule: Rule, nullable: bool = False) -> None:
@@ -56,8 +67,32 @@ def _check(key: str, value: Any, rule: Rule, nullable: bool = False) -> None:
         valid = (value is not None or nullable) and ok(value)
     except TypeError:
         valid = False
-    if not valid:
-        raise ConfigError(f"{key}={value} is invalid: must be {allowed}")
+    if valid:
+        return
+    if isinstance(value, str) and _is_number(value):  # quoted on the command line: '"0.01"'
+        raise ConfigError(
+            f'{key}="{value}" is invalid: a string, must be a number {allowed} '
+            f"(write {key}={value}, without quotes)"
+        )
+    raise ConfigError(f"{key}={value} is invalid: must be {allowed}")
+
+
+def _check_trainer(trainer: DictConfig) -> None:
+    """The trainer's arguments must be arguments of its class, and a GPU must exist when the
+    trainer asks for one."""
+    target = get_class(trainer._target_)
+    params = inspect.signature(target).parameters
+    for key in trainer:
+        if str(key).startswith("_") or key in params:
+            continue
+        close = difflib.get_close_matches(str(key), list(params), n=1)
+        hint = f"did you mean trainer.{close[0]}?" if close else "see its documentation"
+        raise ConfigError(f"trainer.{key} is not an argument of {target.__name__}: {hint}")
+    if trainer.get("accelerator") in GPU_ONLY and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={trainer.accelerator} needs a CUDA GPU, and torch sees none: "
+            "use trainer=cpu, or trainer=auto (the GPU when there is one)"
+        )
 
 
 def _check_numbers(section: str, cfg: Any, factory: Any) -> None:
@@ -75,10 +110,21 @@ def _first_line(exc: Exception) -> str:
     return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
 
 
+def _check_rules(cfg: DictConfig, prefix: str = "") -> None:
+    for key, rule in RUN_RULES.items():
+        if key.startswith(prefix):
+            _check(key, OmegaConf.select(cfg, key), rule, nullable=key in NULLABLE)
+
+
+def validate_data(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` naming the first invalid ``data.*`` value of a config."""
+    _check_rules(cfg, "data.")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming the first invalid value of a run config."""
-    for key, rule in RUN_RULES.items():
-        _check(key, OmegaConf.select(cfg, key), rule, nullable=key in NULLABLE)
+    _check_rules(cfg)
+    _check_trainer(cfg.trainer)
     for name, rule in OPTIMIZER_RULES.items():
         if name in cfg.optimizer:
             _check(f"optimizer.{name}", cfg.optimizer[name], rule)

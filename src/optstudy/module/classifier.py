@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,6 +17,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from optstudy.module.layout import input_memory_format
 from optstudy.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
 
 STAGES = ("train", "val", "test")
 
@@ -121,6 +124,8 @@ class ImageClassifier(pl.LightningModule):
         if not math.isfinite(value) or value > limit:
             self.diverged = True
             self.trainer.should_stop = True
+            if self.trainer.is_global_zero:
+                log.warning(self._divergence(value))
             return loss if self.trainer.world_size > 1 else None
         # Only on the steps whose values reach the loggers (every trainer.log_every_n_steps), the
         # check Lightning's own LearningRateMonitor makes: self.log costs about as much as a
@@ -128,6 +133,19 @@ class ImageClassifier(pl.LightningModule):
         if self.trainer._logger_connector.should_update_logs:
             self.log("train_loss_step", loss, on_step=True, on_epoch=False, logger=True)
         return loss
+
+    def _divergence(self, loss: float) -> str:
+        """Why the run stops at this step, for the log."""
+        why = (
+            f"loss {loss:.4g} is not finite"
+            if not math.isfinite(loss)
+            else f"loss {loss:.4g} > module.divergence_factor {self.divergence_factor} × the "
+            f"first loss {self.initial_loss:.4g}"
+        )
+        return (
+            f"diverged at step {self.trainer.global_step} (epoch {self.current_epoch}): {why}; "
+            "training stops here and the run ends with status diverged"
+        )
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         """Drop the gradients of a diverged step: the optimizer then leaves every weight as is."""

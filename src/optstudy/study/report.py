@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -157,23 +158,35 @@ def _html(blocks: Iterable[tuple[str, object]]) -> str:
     )
 
 
-# Columns of summary.csv that summary.json (a DVC metrics file) carries per configuration.
-METRIC_COLUMNS = (
-    "seeds", "diverged", "best_val_acc_mean", "best_val_acc_std", "final_val_acc_mean",
-    "test_acc_mean", "test_acc_std", "final_train_loss_mean", "epochs_to_target_mean",
-    "train_time_s_mean",
-)  # fmt: skip
+# The folder of DVC metrics files: one small JSON file per configuration, so that
+# `dvc metrics show` prints one row per configuration (one file with every configuration
+# would be one row as wide as configurations × columns).
+METRICS_DIR = "metrics"
+# Columns of summary.csv that each configuration's metrics file carries.
+METRIC_COLUMNS = ("seeds", "diverged", "best_val_acc_mean", "test_acc_mean")
 
 
-def summary_metrics(summary: pd.DataFrame) -> dict[str, dict[str, float | None]]:
-    """The main summary numbers as nested JSON data, keyed ``<data>/<model>/<config>``."""
+def metrics_files(summary: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    """The main summary numbers per configuration, keyed by a file name made of
+    ``<data>/<model>/<config>`` (what is not a letter, digit, dot or dash becomes ``_``)."""
     return {
-        f"{row['task']}/{row['config']}": {
+        re.sub(r"[^\w.-]+", "_", f"{row['task']}/{row['config']}") + ".json": {
             column: None if pd.isna(row[column]) else float(row[column])
             for column in METRIC_COLUMNS
         }
         for _, row in summary.iterrows()
     }
+
+
+def write_metrics(summary: pd.DataFrame, folder: Path) -> list[Path]:
+    """Write :func:`metrics_files` into ``folder``, replacing the files of an earlier report."""
+    for old in folder.glob("*.json"):
+        old.unlink()
+    written = []
+    for name, numbers in metrics_files(summary).items():
+        atomic_write_json(folder / name, numbers)
+        written.append(folder / name)
+    return written
 
 
 def write_report(
@@ -197,8 +210,7 @@ def write_report(
         path = out_dir / f"{name}.csv"
         atomic_write(path, lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
         written.append(path)
-    atomic_write_json(out_dir / "summary.json", summary_metrics(summary))
-    written.append(out_dir / "summary.json")
+    written += write_metrics(summary, out_dir / METRICS_DIR)
     images = [
         plots.save_png(figure, out_dir / f"{stem}.png")
         for stem, figure in make_figures(study, runs, summary, metric).items()

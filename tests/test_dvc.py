@@ -72,13 +72,13 @@ def test_repro_runs_every_stage(repo):
         metrics = json.loads((repo / "results" / "runs" / run / "metrics.json").read_text())
         assert metrics["status"] == "completed" and metrics["data"] == "digits"
         assert metrics["group"]["size"] == 3 and metrics["group"]["mode"] == "sequential"
-    summary = json.loads((repo / "results" / "report" / "summary.json").read_text())
-    assert sorted(summary) == [
-        "digits/mlp/adam lr=0.001",
-        "digits/mlp/momentum lr=0.01",
-        "digits/mlp/sgd lr=0.01",
+    metrics = sorted((repo / "results" / "report" / "metrics").iterdir())
+    assert [p.name for p in metrics] == [
+        "digits_mlp_adam_lr_0.001.json",
+        "digits_mlp_momentum_lr_0.01.json",
+        "digits_mlp_sgd_lr_0.01.json",
     ]
-    assert all(entry["seeds"] == 3 for entry in summary.values())
+    assert all(json.loads(p.read_text())["seeds"] == 3 for p in metrics)
 
 
 def test_status_is_clean_and_a_second_repro_runs_nothing(repo):
@@ -87,13 +87,12 @@ def test_status_is_clean_and_a_second_repro_runs_nothing(repo):
 
 
 def test_metrics_and_plots_show(repo):
-    shown = _run([DVC, "metrics", "show", "--json"], repo).stdout
-    assert (
-        "best_val_acc_mean"
-        in json.loads(shown)["workspace"]["data"]["results/report/summary.json"]["data"][
-            "digits/mlp/sgd lr=0.01"
-        ]
-    )
+    shown = json.loads(_run([DVC, "metrics", "show", "--json"], repo).stdout)
+    sgd = shown["workspace"]["data"]["results/report/metrics/digits_mlp_sgd_lr_0.01.json"]
+    assert sgd["data"]["seeds"] == 3 and 0 < sgd["data"]["best_val_acc"] <= 1
+    table = _run([DVC, "metrics", "show"], repo).stdout.splitlines()
+    assert len(table) == 1 + 3  # a header, then one row per configuration
+    assert max(map(len, table)) <= 100  # as wide as a terminal, however many configurations
     _run([DVC, "plots", "show", "-o", "plots_html"], repo)
     page = (repo / "plots_html" / "index.html").read_text()
     assert "learning_curves.png" in page and "optimizer_diagnostics.png" in page

@@ -1,5 +1,5 @@
-"""Test callbacks that interrupt a run from inside: the real SIGTERM, or a crash, at a chosen
-training step, optionally only in the run of one seed (one member of a group)."""
+"""Test callbacks that interrupt a run from inside: the real SIGTERM or SIGINT, or a crash, at a
+chosen training step, optionally only in the run of one seed (one member of a group)."""
 
 import os
 import signal
@@ -31,6 +31,14 @@ class SigtermAt(pl.Callback):
     def interrupt(self) -> None:
         """What happens at the step: SIGTERM."""
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+class SigintAt(SigtermAt):
+    """Send SIGINT (what Ctrl-C sends) to this process at global step ``step``."""
+
+    def interrupt(self) -> None:
+        """What happens at the step: SIGINT."""
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 class FailAt(SigtermAt):

@@ -162,8 +162,14 @@ def _html(blocks: Iterable[tuple[str, object]]) -> str:
 # `dvc metrics show` prints one row per configuration (one file with every configuration
 # would be one row as wide as configurations × columns).
 METRICS_DIR = "metrics"
-# Columns of summary.csv that each configuration's metrics file carries.
-METRIC_COLUMNS = ("seeds", "diverged", "best_val_acc_mean", "test_acc_mean")
+# Each configuration's metrics file: its name for each of these summary.csv columns (the
+# accuracies are means over the configuration's seeds; short names keep the table narrow).
+METRIC_COLUMNS = {
+    "seeds": "seeds",
+    "diverged": "diverged",
+    "best_val_acc_mean": "best_val_acc",
+    "test_acc_mean": "test_acc",
+}
 
 
 def metrics_files(summary: pd.DataFrame) -> dict[str, dict[str, float | None]]:
@@ -171,8 +177,8 @@ def metrics_files(summary: pd.DataFrame) -> dict[str, dict[str, float | None]]:
     ``<data>/<model>/<config>`` (what is not a letter, digit, dot or dash becomes ``_``)."""
     return {
         re.sub(r"[^\w.-]+", "_", f"{row['task']}/{row['config']}") + ".json": {
-            column: None if pd.isna(row[column]) else float(row[column])
-            for column in METRIC_COLUMNS
+            name: None if pd.isna(row[column]) else float(row[column])
+            for column, name in METRIC_COLUMNS.items()
         }
         for _, row in summary.iterrows()
     }

@@ -99,8 +99,8 @@ def test_same_command_twice_gives_the_same_metrics(tmp_path, cache_dir):
 
 
 BAD_INPUTS = [
-    (["optimizer=adamm"], 1, "Could not find 'optimizer/adamm'"),
-    (["model=resnet50"], 1, "Available options in 'model'"),
+    (["optimizer=adamm"], 2, "error: optimizer=adamm is not an option of optimizer: choose one"),
+    (["model=resnet50"], 2, "error: model=resnet50 is not an option of model: choose one of"),
     (["optimizer.lr=-0.1"], 2, "error: optimizer.lr=-0.1 is invalid: must be > 0"),
     (["optimizer.lr=0"], 2, "error: optimizer.lr=0 is invalid"),
     (["data.batch_size=0"], 2, "error: data.batch_size=0 is invalid: must be >= 1"),

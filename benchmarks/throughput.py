@@ -42,7 +42,7 @@ from timing import sync  # benchmarks/, the script's folder, is on sys.path
 from optstudy import cli
 from optstudy.data import build_datamodule
 from optstudy.module import input_memory_format
-from optstudy.optim import build_optimizer
+from optstudy.optim import optimizer_from_config
 from optstudy.run import train
 
 ROOT = cli.project_root(Path(__file__).resolve().parents[1])
@@ -92,7 +92,7 @@ def hand_loop(cfg: DictConfig, case: Case, device: torch.device) -> float:
     fmt = input_memory_format(cfg.module.channels_last, device)
     batches = [(x.contiguous(memory_format=fmt), y) for x, y in batches]
     model = instantiate(cfg.model).to(device, memory_format=fmt)
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.module.decay_norm_and_bias)
+    optimizer = optimizer_from_config(cfg.optimizer, model, cfg.module.decay_norm_and_bias)
     forward = torch.compile(model) if cfg.module.compile else model
     autocast = torch.autocast(
         device.type, dtype=torch.bfloat16, enabled=cfg.trainer.precision == "bf16-mixed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -16,6 +17,13 @@ from optstudy import cli
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+# Every ready-made optimizer config (custom.yaml is a template: it names no optimizer).
+OPTIMIZERS = sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml") if p.stem != "custom")
+# The optimizers beyond torch.optim's classic eleven (from torch.optim where it has them).
+NEW_OPTIMIZERS = [
+    "muon", "adafactor", "lion", "schedulefree_adamw", "schedulefree_sgd", "prodigy", "soap",
+    "adopt",
+]  # fmt: skip
 cli.project_root(ROOT)
 
 
@@ -54,6 +62,23 @@ def stars_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_image_folder(tmp_path_factory.mktemp("stars"), names, per_class=6)
 
 
+@pytest.fixture(scope="session")
+def vgg16_weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded VGG16 state dict in torchvision's layout, for ``model.weights=<file>``: the conv
+    base under ``features.N.*`` plus a classifier key that the transfer model ignores."""
+    import torch
+
+    from optstudy.models.vgg16_transfer import vgg16_features
+
+    with torch.random.fork_rng():
+        torch.manual_seed(42)
+        state = {f"features.{k}": v for k, v in vgg16_features(3).state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(4, 8)  # the real one is 4096×25088
+    path = tmp_path_factory.mktemp("weights") / "vgg16.pth"
+    torch.save(state, path)
+    return path
+
+
 def run_train(
     args: list[str], run_dir: Path, cache: Path, env: dict | None = None
 ) -> subprocess.CompletedProcess:
@@ -80,6 +105,17 @@ def run_train(
 def read_metrics(run_dir: Path) -> dict:
     """The metrics.json of a run directory."""
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def without_time(metrics: dict) -> dict:
+    """metrics.json without its wall-clock time (what differs between equal runs)."""
+    return {k: v for k, v in metrics.items() if k != "train_time_s"}
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """history.csv of a run directory without its wall-clock column, as rows."""
+    with open(run_dir / "history.csv") as f:
+        return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in csv.DictReader(f)]
 
 
 @pytest.fixture(scope="session")

@@ -1,25 +1,28 @@
 """Every optimizer × scheduler config builds, steps, and follows its documented rule."""
 
+import inspect
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF
+from conftest import CONF, NEW_OPTIMIZERS, OPTIMIZERS
 from hydra.utils import instantiate
 from torch import nn
 
 from optstudy.cli import compose
-from optstudy.optim import build_optimizer, build_scheduler
+from optstudy.errors import ConfigError
+from optstudy.optim import RESERVED_KEYS, build_scheduler, optimizer_factory, optimizer_from_config
+from optstudy.optim.schedule_free import has_modes
+from optstudy.validation import validate
 
-OPTIMIZERS = sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml"))
 SCHEDULERS = sorted(p.stem for p in (CONF / "scheduler").glob("*.yaml"))
 
 
 def test_every_required_choice_exists():
     assert set(OPTIMIZERS) >= {
         "sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop",
-        "adam", "adamw", "nadam", "radam", "adamax",
+        "adam", "adamw", "nadam", "radam", "adamax", *NEW_OPTIMIZERS,
     }  # fmt: skip
     assert set(SCHEDULERS) >= {
         "constant", "step", "multistep", "exponential", "exponential_staircase",
@@ -37,7 +40,9 @@ def _model() -> nn.Module:
 def test_optimizer_and_scheduler_build_and_step(optimizer, scheduler):
     cfg, _ = compose([f"optimizer={optimizer}", f"scheduler={scheduler}"])
     model = _model()
-    opt = build_optimizer(instantiate(cfg.optimizer), model, cfg.module.decay_norm_and_bias)
+    opt = optimizer_from_config(cfg.optimizer, model, cfg.module.decay_norm_and_bias)
+    if has_modes(opt):  # Schedule-Free: steps in train mode (runs refuse its other schedulers)
+        opt.train()
     sched = build_scheduler(cfg.scheduler, opt, {"step": 20, "epoch": 5})
     before = [p.detach().clone() for p in model.parameters()]
     x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
@@ -54,7 +59,7 @@ def test_optimizer_and_scheduler_build_and_step(optimizer, scheduler):
 
 def _lrs(scheduler: str, overrides: list[str], n: int, total: dict) -> list[float]:
     cfg, _ = compose([f"scheduler={scheduler}", *overrides])
-    opt = build_optimizer(instantiate(cfg.optimizer), _model(), True)
+    opt = optimizer_from_config(cfg.optimizer, _model(), True)
     sched = build_scheduler(cfg.scheduler, opt, total)
     lrs = []
     for _ in range(n):
@@ -110,14 +115,14 @@ def test_cosine_reaches_eta_min_at_max_epochs():
 
 def test_plateau_monitors_validation_loss():
     cfg, _ = compose(["scheduler=plateau"])
-    opt = build_optimizer(instantiate(cfg.optimizer), _model(), True)
+    opt = optimizer_from_config(cfg.optimizer, _model(), True)
     built = build_scheduler(cfg.scheduler, opt, {"step": 10, "epoch": 10})
     assert built["monitor"] == "val_loss" and built["interval"] == "epoch"
 
 
 def test_weight_decay_can_skip_biases_and_norm_weights():
     cfg, _ = compose(["optimizer=adamw", "module.decay_norm_and_bias=false"])
-    opt = build_optimizer(instantiate(cfg.optimizer), _model(), cfg.module.decay_norm_and_bias)
+    opt = optimizer_from_config(cfg.optimizer, _model(), cfg.module.decay_norm_and_bias)
     decayed, plain = opt.param_groups
     assert decayed["weight_decay"] == 0.01 and plain["weight_decay"] == 0.0
     assert all(p.ndim == 2 for p in decayed["params"]) and all(p.ndim == 1 for p in plain["params"])
@@ -125,23 +130,98 @@ def test_weight_decay_can_skip_biases_and_norm_weights():
 
 
 def test_optimizer_defaults_are_the_library_defaults():
-    import inspect
-
     for name in OPTIMIZERS:
         cfg, _ = compose([f"optimizer={name}"])
-        target = instantiate(cfg.optimizer).func
-        defaults = inspect.signature(target).parameters
-        for key, value in cfg.optimizer.items():
-            if key.startswith("_") or (
+        factory = optimizer_factory(cfg.optimizer)
+        assert not set(RESERVED_KEYS) & set(factory.keywords), name  # never an argument
+        defaults = inspect.signature(factory.func).parameters
+        for key, value in factory.keywords.items():
+            if (
                 name in ("sgd", "momentum", "nesterov") and key in ("lr", "momentum", "nesterov")
-            ):
-                continue
-            if name == "adamw" and key == "weight_decay":
+            ) or (name == "adamw" and key == "weight_decay"):
                 continue
             default = defaults[key].default
-            assert list(value) == list(default) if key == "betas" else value == default, (name, key)
+            default = list(default) if isinstance(default, tuple) else default
+            assert value == default, (name, key)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_says_whether_it_fuses_and_where_to_search(name):
+    cfg, _ = compose([f"optimizer={name}"])
+    assert isinstance(cfg.optimizer.fusable, bool)
+    space = cfg.optimizer.search_space
+    low, high = space.lr.low, space.lr.high
+    assert space.lr.log and 0 < low < cfg.optimizer.lr < high  # around the default lr
+    arguments = inspect.signature(optimizer_factory(cfg.optimizer).func).parameters
+    assert set(space) <= set(arguments)
+    # Elementwise and linear in lr: the classics, Lion, ADOPT; the others train sequentially.
+    assert cfg.optimizer.fusable == (name not in (set(NEW_OPTIMIZERS) - {"lion", "adopt"}))
+
+
+def test_muon_updates_hidden_matrices_and_adamw_the_rest():
+    """LeNet-5: Muon takes both conv kernels (flattened to 2-D) and the two hidden linear
+    weights; AdamW, at its own lr, every bias and the output layer."""
+    cfg, _ = compose(["optimizer=muon", "optimizer.adamw_lr=0.001", "optimizer.adamw_wd=0.1"])
+
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    optimizer = optimizer_from_config(cfg.optimizer, model, cfg.module.decay_norm_and_bias)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = {g["use_muon"]: g for g in optimizer.param_groups}
+    assert len(optimizer.param_groups) == 2
+    assert [names[id(p)] for p in groups[True]["params"]] == [
+        "features.0.weight", "features.3.weight", "classifier.0.weight", "classifier.2.weight",
+    ]  # fmt: skip
+    assert [names[id(p)] for p in groups[False]["params"]] == [
+        "features.0.bias", "features.3.bias", "classifier.0.bias", "classifier.2.bias",
+        "classifier.4.weight", "classifier.4.bias",
+    ]  # fmt: skip
+    assert (groups[True]["lr"], groups[False]["lr"]) == (0.02, 0.001)
+    # One step: Muon keeps a momentum buffer, AdamW two moments, each for its own parameters.
+    images = torch.randn(8, 1, 28, 28)
+    nn.functional.cross_entropy(model(images), torch.arange(8)).backward()
+    optimizer.step()
+    assert all(set(optimizer.state[p]) == {"momentum_buffer"} for p in groups[True]["params"])
+    assert all(
+        set(optimizer.state[p]) == {"exp_avg", "exp_avg_sq"} for p in groups[False]["params"]
+    )
+    # Without decay on biases: the output weight stays in a decayed AdamW group of its own.
+    split = optimizer_from_config(cfg.optimizer, model, False).param_groups
+    assert [(g["use_muon"], len(g["params"]), g["weight_decay"]) for g in split] == [
+        (True, 4, 0.0), (False, 1, 0.1), (False, 5, 0.0),
+    ]  # fmt: skip
 
 
 def test_conf_tree_mirrors_the_user_choices():
     groups = {p.name for p in Path(CONF).iterdir() if p.is_dir()}
     assert {"data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger"} <= groups
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.fusable=maybe"], "optimizer.fusable=maybe is invalid: must be true or false"),
+        (["optimizer.search_space.lr.low=2"], "optimizer.search_space.lr={'low': 2, 'high': 0.1"),
+        (["optimizer.search_space.lr.low=0"], "optimizer.search_space.lr={'low': 0,"),
+        (
+            ["+optimizer.search_space.bogus={low: 1, high: 2, log: false}"],
+            "optimizer.search_space.bogus: the optimizer has no argument bogus",
+        ),
+        (["optimizer=muon", "optimizer.param_groups.rest=3"], "optimizer.param_groups={"),
+        (
+            ["optimizer=muon", "+optimizer.param_groups.odd={use_muon: true}"],
+            "optimizer.param_groups={",
+        ),
+        (["optimizer=adafactor", "optimizer.eps=[null,-1]"], "optimizer.eps=[None, -1] is invalid"),
+        (
+            ["optimizer=schedulefree_sgd", "scheduler=plateau"],
+            "SGDScheduleFree is schedule-free: it takes scheduler=constant only",
+        ),
+    ],
+)
+def test_the_project_keys_of_an_optimizer_config_are_checked(overrides, message):
+    """fusable, search_space and param_groups: one clear message each, before training."""
+    cfg, _ = compose(overrides)
+    with pytest.raises(ConfigError) as raised:
+        validate(cfg)
+    assert str(raised.value).startswith(message)

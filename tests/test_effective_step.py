@@ -3,27 +3,34 @@ against the updates the optimizers actually make."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
 import pytest
 import torch
-from conftest import CONF
-from hydra.utils import instantiate
+from conftest import OPTIMIZERS
 from torch import nn
 
 from optstudy.artifacts import DIAGNOSTICS_COLUMNS as COLUMNS
 from optstudy.cli import compose
-from optstudy.optim import build_optimizer
-from optstudy.optim.effective_step import effective_steps, rule_for
+from optstudy.optim import optimizer_from_config
+from optstudy.optim.effective_step import (
+    effective_steps,
+    estimated_step_size,
+    group_values,
+    rule_for,
+)
+from optstudy.optim.schedule_free import has_modes
 from optstudy.optim.step_diagnostics import measure, quantiles, take_snapshot
-
-OPTIMIZERS = sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml"))
 
 
 def _optimizer(name: str, model: nn.Module, *overrides: str) -> torch.optim.Optimizer:
     cfg, _ = compose([f"optimizer={name}", *overrides])
-    return build_optimizer(instantiate(cfg.optimizer), model, cfg.module.decay_norm_and_bias)
+    optimizer = optimizer_from_config(cfg.optimizer, model, cfg.module.decay_norm_and_bias)
+    if has_modes(optimizer):
+        optimizer.train()
+    return optimizer
 
 
 class Tiny:
@@ -132,8 +139,18 @@ def test_quantiles_are_numpys_linear_quantiles(n):
 
 
 def test_every_optimizer_config_has_an_effective_step_rule():
+    """A rule, or an explicit "undefined" (Schedule-Free, SOAP); only an optimizer of the
+    user's own (here one torch.optim has, ASGD) has none."""
     for name in OPTIMIZERS:
         assert rule_for(Tiny(name).optimizer) is not None, name
+    assert (
+        rule_for(Tiny("custom", "optimizer._target_=torch.optim.ASGD", "optimizer.lr=1").optimizer)
+        is None
+    )
+
+
+def _group(optimizer, param):
+    return next(g for g in optimizer.param_groups if any(p is param for p in g["params"]))
 
 
 def _decayed(optimizer, param, before):
@@ -144,38 +161,139 @@ def _decayed(optimizer, param, before):
     )
 
 
-def _bias_corrected_first_moment(optimizer, param):
-    state = optimizer.state[param]
-    return state["exp_avg"] / (1 - optimizer.param_groups[0]["betas"][0] ** float(state["step"]))
+def _bias_corrected_first_moment(optimizer, param, before):
+    state, group = optimizer.state[param], _group(optimizer, param)
+    step = float(state["step"] if "step" in state else group["step"])
+    return state["exp_avg"] / (1 - group["betas"][0] ** step)
 
 
-# The direction d each optimizer's step follows, given (optimizer, param): Δθ = −η·d.
+def _lion_sign(optimizer, param, before):
+    beta1 = _group(optimizer, param)["betas"][0]
+    momentum = before["state"].get("exp_avg", torch.zeros_like(param))  # zero at first
+    return momentum.lerp(before["grad"], 1 - beta1).sign()
+
+
+def _muon_direction(optimizer, param, before):
+    """Muon groups: the orthogonalised Nesterov momentum, by the library's own Newton-Schulz;
+    AdamW groups: m̂."""
+    group = _group(optimizer, param)
+    if not group["use_muon"]:
+        return _bias_corrected_first_moment(optimizer, param, before)
+    momentum = group["momentum"]
+    buffer = before["state"].get("momentum_buffer", torch.zeros_like(param))
+    buffer = buffer.lerp(before["grad"], 1 - momentum)
+    nesterov = before["grad"].lerp(buffer, momentum)
+    orthogonal = type(optimizer)._orthogonalize(group, [nesterov])[0]  # in bfloat16
+    return orthogonal.reshape(param.shape).to(param.dtype)
+
+
+# The direction d each optimizer's step follows, given (optimizer, param, before: the param's
+# optimizer state and gradient before the step): Δθ = −η·d.
 DIRECTIONS = {
-    "sgd": lambda o, p: p.grad,
-    "momentum": lambda o, p: o.state[p]["momentum_buffer"],
-    "adagrad": lambda o, p: p.grad,
-    "rmsprop": lambda o, p: p.grad,
+    "sgd": lambda o, p, b: b["grad"],
+    "momentum": lambda o, p, b: o.state[p]["momentum_buffer"],
+    "adagrad": lambda o, p, b: b["grad"],
+    "rmsprop": lambda o, p, b: b["grad"],
     "adam": _bias_corrected_first_moment,
     "adamw": _bias_corrected_first_moment,
     "adamax": _bias_corrected_first_moment,
     "radam": _bias_corrected_first_moment,
+    "adafactor": lambda o, p, b: b["grad"],
+    "muon": _muon_direction,
+    "lion": _lion_sign,
+    "adopt": lambda o, p, b: o.state[p]["exp_avg"],
+    "prodigy": lambda o, p, b: o.state[p]["exp_avg"],
 }
+# η is not defined: a NaN, for every parameter.
+UNDEFINED = ["schedulefree_adamw", "schedulefree_sgd", "soap"]
+
+
+def _model() -> nn.Module:
+    """A conv kernel (4-D: flattened by Muon, factored by Adafactor), a hidden and an output
+    linear layer, in float64."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(2, 3, 3), nn.Linear(4, 3), nn.Linear(3, 2)).double()
+
+
+def _steps(optimizer, model, count=12):
+    """Step on shrinking random gradients; per step ``(before, etas)``: each parameter's value,
+    state and gradient before the step, and its η from the state after it."""
+    for t in range(count):
+        params = list(model.parameters())
+        for p in params:
+            p.grad = torch.randn_like(p) / (1 + t)
+        before = {
+            id(p): {
+                "value": p.detach().clone(),
+                "grad": p.grad.clone(),
+                "state": copy.deepcopy(optimizer.state.get(p, {})),
+            }
+            for p in params
+        }
+        groups = group_values(optimizer)
+        optimizer.step()
+        values = {key: b["value"] for key, b in before.items()}
+        yield before, dict(effective_steps(optimizer, groups, values))
 
 
 @pytest.mark.parametrize("name", sorted(DIRECTIONS))
 def test_effective_step_times_direction_is_the_update(name):
     """Over 12 steps with shrinking gradients every element moves by exactly η·d (RAdam's first
-    steps are SGD with momentum, its later ones rectified Adam)."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)).double()
+    steps are SGD with momentum, its later ones rectified Adam; ADOPT's first step moves
+    nothing; Prodigy's d grows from d0)."""
+    model = _model()
+    start = [p.detach().clone() for p in model.parameters()]
     optimizer = _optimizer(name, model)
-    for t in range(12):
-        before = [p.detach().clone() for p in model.parameters()]
+    for before, etas in _steps(optimizer, model):
         for p in model.parameters():
-            p.grad = torch.randn_like(p) / (1 + t)
-        optimizer.step()
-        etas = dict(effective_steps(optimizer))
-        for p, old in zip(model.parameters(), before, strict=True):
+            old = before[id(p)]["value"]
             update = p.detach() - old + _decayed(optimizer, p, old)
-            expected = -etas[p] * DIRECTIONS[name](optimizer, p)
+            expected = -etas[p] * DIRECTIONS[name](optimizer, p, before[id(p)])
             torch.testing.assert_close(update, expected, rtol=1e-9, atol=1e-15)
+    assert all(not torch.equal(p, s) for p, s in zip(model.parameters(), start, strict=True))
+
+
+@pytest.mark.parametrize("name", UNDEFINED)
+def test_the_effective_step_is_undefined_where_no_factor_gives_the_update(name):
+    model = _model()
+    start = [p.detach().clone() for p in model.parameters()]
+    optimizer = _optimizer(name, model)
+    for _, etas in _steps(optimizer, model, count=3):
+        assert len(etas) == 6 and all(math.isnan(eta) for eta in etas.values())
+    assert all(not torch.equal(p, s) for p, s in zip(model.parameters(), start, strict=True))
+
+
+def test_adafactor_needs_the_weights_before_the_step():
+    """Its relative step scales with RMS(θ) before the step: without it η is unknown (NaN)."""
+    model = _model()
+    optimizer = _optimizer("adafactor", model)
+    next(_steps(optimizer, model, count=1))
+    assert all(torch.isnan(torch.as_tensor(eta)).all() for _, eta in effective_steps(optimizer))
+
+
+def test_muon_effective_step_is_the_shape_scaled_lr():
+    """Keller Jordan's factor √max(1, rows/cols): the conv kernel (3 × 18 flattened) and the
+    hidden weight (3 × 4) take lr; Moonlight's 0.2·√max(rows, cols) is an option."""
+    model = _model()
+    optimizer = _optimizer("muon", model, "optimizer.lr=0.1")
+    _, etas = next(_steps(optimizer, model, count=1))
+    conv, hidden = model[0].weight, model[1].weight
+    assert (etas[conv], etas[hidden]) == (pytest.approx(0.1), pytest.approx(0.1))
+    optimizer = _optimizer("muon", model, "optimizer.lr=0.1", "optimizer.use_adjusted_lr=true")
+    _, etas = next(_steps(optimizer, model, count=1))
+    assert etas[conv] == pytest.approx(0.1 * 0.2 * math.sqrt(18))
+
+
+def test_prodigy_logs_its_estimated_step_size():
+    """d·lr: d0 before the first step, then what Prodigy estimated; None for Adam."""
+    model = _model()
+    optimizer = _optimizer("prodigy", model, "optimizer.lr=0.5")
+    assert estimated_step_size(optimizer) == pytest.approx(0.5 * 1e-6)
+    gradients = [torch.randn_like(p) for p in model.parameters()]
+    for _ in range(5):  # a steady gradient: the steps add up, and d grows
+        for p, g in zip(model.parameters(), gradients, strict=True):
+            p.grad = g.clone()
+        optimizer.step()
+    assert estimated_step_size(optimizer) == pytest.approx(0.5 * optimizer.param_groups[0]["d"])
+    assert optimizer.param_groups[0]["d"] > 1e-6
+    assert estimated_step_size(_optimizer("adam", model)) is None

@@ -7,7 +7,9 @@ from hydra.utils import instantiate
 from test_train_data_sets import train_in_process
 
 from optstudy.cli import compose
+from optstudy.data import build_datamodule
 from optstudy.data.synthetic import SyntheticSource
+from optstudy.errors import ConfigError
 from optstudy.module import input_memory_format
 
 TINY_SYNTHETIC = ["data=synthetic", "data.source.train_size=600", "data.source.test_size=100"]
@@ -36,6 +38,16 @@ def test_synthetic_source_is_seeded_and_shaped():
     assert torch.equal(a.train_images, b.train_images) and torch.equal(a.test_labels, b.test_labels)
     assert not torch.equal(a.train_images, c.train_images)
     assert source(0).fingerprint() != source(1).fingerprint()  # a new seed is a new cache file
+
+
+def test_synthetic_source_takes_a_square_size_and_needs_a_class_count(cache_dir):
+    cfg, _ = compose([*TINY_SYNTHETIC, "data.image_size=12", f"paths.cache_dir={cache_dir}"])
+    datamodule = build_datamodule(cfg.data, 0)
+    datamodule.setup()
+    images, _ = next(iter(datamodule.train_dataloader()))
+    assert images.shape == (128, 3, 12, 12) and datamodule.num_classes == 10
+    with pytest.raises(ConfigError, match=r"^data\.num_classes=null: synthetic data needs"):
+        SyntheticSource("synthetic", 3, 12, None, 10, 10)
 
 
 def test_fast_cifar_parameter_count():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from formats import write_image_folder
+from omegaconf import OmegaConf
 from PIL import Image
 
 from optstudy.cli import compose
@@ -14,6 +15,8 @@ from optstudy.data import build_datamodule
 from optstudy.data.cache import cache_file
 from optstudy.data.image_folder import ImageFolderSource
 from optstudy.errors import ConfigError, DataError
+from optstudy.image_size import image_hw
+from optstudy.validation import validate
 
 
 def source(root, size=(16, 16), **kwargs) -> ImageFolderSource:
@@ -200,3 +203,60 @@ def test_class_count_mismatch_tells_the_setting(tmp_path, cache_dir):
     for step in (datamodule.prepare_data, datamodule.setup):  # a run checks before training
         with pytest.raises(DataError, match=r"3 classes found but data\.num_classes is 2; set"):
             step()
+
+
+def test_image_size_is_one_number_or_height_and_width():
+    assert image_hw(32) == (32, 32)
+    assert image_hw(OmegaConf.create({"size": [12, 20]}).size) == (12, 20)  # as Hydra gives it
+    assert image_hw((1, 1)) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("32", "'32'"),
+        ("32x32", "'32x32'"),
+        (32.0, "32.0"),
+        (True, "True"),
+        (0, "0"),
+        ([32], "[32]"),
+        ([12, 0], "[12, 0]"),
+        ([12, "20"], "[12, '20']"),
+        ([1, 2, 3], "[1, 2, 3]"),
+        (None, "None"),
+    ],
+)
+def test_any_other_image_size_is_a_config_error_naming_it(value, shown):
+    with pytest.raises(ConfigError) as info:
+        image_hw(OmegaConf.create({"size": value}).size)
+    assert str(info.value) == (
+        f"data.image_size={shown} is invalid: must be an integer >= 1 (a square, e.g. 32) "
+        "or [height, width] of integers >= 1 (e.g. [32,48])"
+    )
+
+
+def test_a_square_size_is_resized_to_and_cached_like_its_pair(tmp_path):
+    root = write_image_folder(tmp_path / "f", ["a", "b"], per_class=3)
+    square = ImageFolderSource("folder", str(root), 12)
+    assert square.load().train_images.shape == (6, 3, 12, 12)
+    assert cache_file(square, tmp_path) == cache_file(source(root, size=(12, 12)), tmp_path)
+
+
+def test_class_count_is_the_folder_s_unless_given(tmp_path, cache_dir):
+    root = write_image_folder(tmp_path / "f", ["b", "a", "c"], per_class=2)
+    data = ["data=image_folder", f"data.root={root}", f"paths.cache_dir={cache_dir}"]
+    for given, declared in (([], None), (["data.num_classes=3"], 3)):
+        cfg, _ = compose([*data, *given])
+        validate(cfg)
+        datamodule = build_datamodule(cfg.data, 0)
+        assert datamodule.declared_classes == declared
+        datamodule.prepare_data()
+        assert datamodule.num_classes == 3 and datamodule.classes == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("value", ["1", "true", "'3'", "2.0"])
+def test_a_class_count_that_is_not_null_or_an_integer_of_2_or_more_is_refused(tmp_path, value):
+    data = ["data=image_folder", f"data.root={tmp_path}", f"data.num_classes={value}"]
+    cfg, _ = compose(data)
+    with pytest.raises(ConfigError, match=r"^data\.num_classes=.* is invalid: must be an integer"):
+        validate(cfg)

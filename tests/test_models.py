@@ -11,15 +11,18 @@ from optstudy.errors import ConfigError, find_user_error
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 # (channels, height, width, classes): Fashion-MNIST/MNIST, digits, CIFAR-10, a 17-class RGB set
 SHAPES = [(1, 28, 28, 10), (1, 8, 8, 10), (3, 32, 32, 10), (3, 40, 48, 17)]
+# Per model: what it needs beyond the data's shape (no pre-trained weights in tests).
+MODEL_SETTINGS = {"vgg16_transfer": ["model.weights=null", "model.freeze_base=false"]}
 
 
 def test_required_models_exist():
     assert set(MODELS) >= {"mlp", "lenet5", "cnn_2c2d", "cnn_3c3d", "resnet18", "vgg_small"}
 
 
-def _model_config(model: str, shape: tuple[int, int, int, int]):
+def _model_config(model: str, shape: tuple[int, int, int, int], size: str | None = None):
     c, h, w, k = shape
-    overrides = [f"data.channels={c}", f"data.image_size=[{h},{w}]", f"data.num_classes={k}"]
+    overrides = [f"data.channels={c}", f"data.image_size={size or f'[{h},{w}]'}"]
+    overrides += [f"data.num_classes={k}", *MODEL_SETTINGS.get(model, [])]
     return compose([f"model={model}", *overrides])[0]
 
 
@@ -33,8 +36,19 @@ def test_forward_backward(model, shape):
     logits = net(torch.randn(4, c, h, w))
     assert logits.shape == (4, k)
     logits.logsumexp(1).mean().backward()
-    grads = [p.grad for p in net.parameters() if p.requires_grad]  # frozen layers get none
+    grads = [p.grad for p in net.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_square_size_given_as_one_number_builds_the_same_model(model):
+    def state(size):
+        torch.manual_seed(0)
+        return instantiate(_model_config(model, (3, 12, 12, 5), size).model).state_dict()
+
+    square, pair = state("12"), state("[12,12]")
+    assert list(square) == list(pair)
+    assert all(torch.equal(square[k], pair[k]) for k in square)
 
 
 def test_parameter_counts_match_the_architectures():

@@ -7,11 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
 from optstudy.cli import compose
-from optstudy.optim import build_optimizer
+from optstudy.optim import optimizer_factory, optimizer_from_config
 
 STEPS = 40
 
@@ -101,7 +100,7 @@ def test_config_optimizer_follows_the_documented_rule(name):
     assert not cfg.optimizer.get("momentum") and not cfg.optimizer.get("centered")
     assert not cfg.optimizer.get("lr_decay") and not cfg.optimizer.get("amsgrad")
     model = nn.Sequential(nn.Linear(5, 3), nn.Linear(3, 2)).double()
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.module.decay_norm_and_bias)
+    optimizer = optimizer_from_config(cfg.optimizer, model, cfg.module.decay_norm_and_bias)
     assert type(optimizer).__name__.lower() == name
     params = list(model.parameters())
     start = [p.detach().numpy().copy() for p in params]
@@ -124,7 +123,7 @@ def test_adagrad_epsilon_placement_matters_only_for_tiny_gradients():
     cfg, _ = compose(["optimizer=adagrad", "optimizer.eps=1e-8"])
     for g, ratio in ((0.5, 1.0), (1e-4, 2**-0.5)):
         param = nn.Parameter(torch.zeros(1, dtype=torch.float64))
-        optimizer = instantiate(cfg.optimizer)([param])
+        optimizer = optimizer_factory(cfg.optimizer)([param])
         param.grad = torch.full_like(param, g)
         optimizer.step()
         seeds = AdaGrad(cfg.optimizer.lr, cfg.optimizer.eps, 0.0).step(np.zeros(1), np.full(1, g))

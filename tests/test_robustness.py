@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, read_metrics, run_train
+from conftest import ROOT, read_history, read_metrics, run_train, without_time
 
 from optstudy.atomic import atomic_write_text
 
@@ -28,18 +28,9 @@ WITH_HELPERS = {"PYTHONPATH": str(TESTS)}
 TINY = ["data=digits", "model=mlp", "trainer.max_epochs=1"]
 
 
-def _history(run_dir):
-    with open(run_dir / "history.csv") as f:
-        return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in csv.DictReader(f)]
-
-
 def _logged_steps(run_dir):
     with open(run_dir / "csv" / "metrics.csv") as f:
         return [int(row["step"]) for row in csv.DictReader(f) if row["train_loss_step"]]
-
-
-def _without_time(metrics):
-    return {k: v for k, v in metrics.items() if k != "train_time_s"}
 
 
 def test_sigterm_then_resume_ends_like_an_uninterrupted_run(tmp_path, cache_dir):
@@ -55,8 +46,8 @@ def test_sigterm_then_resume_ends_like_an_uninterrupted_run(tmp_path, cache_dir)
 
     second = run_train([*RUN, *SIGTERM_AT_27], cut, cache_dir, env=WITH_HELPERS)
     assert second.returncode == 0, second.stderr[-2000:]
-    assert _without_time(read_metrics(cut)) == _without_time(read_metrics(full))
-    assert _history(cut) == _history(full)
+    assert without_time(read_metrics(cut)) == without_time(read_metrics(full))
+    assert read_history(cut) == read_history(full)
     diagnostics = (full / "diagnostics.csv").read_text()
     assert (cut / "diagnostics.csv").read_text() == diagnostics
     # Header, then steps 0, 4, …, 56 × ("all", 6 convs, 6 batch norms, 2 linear layers).
@@ -73,8 +64,8 @@ def test_rerunning_a_finished_run_recomputes_nothing(tmp_path, cache_dir):
     before = read_metrics(run_dir)
     again = run_train(args, run_dir, cache_dir)
     assert again.returncode == 0 and "resuming from" in again.stdout + again.stderr
-    assert _without_time(read_metrics(run_dir)) == _without_time(before)
-    assert len(_history(run_dir)) == 2
+    assert without_time(read_metrics(run_dir)) == without_time(before)
+    assert len(read_history(run_dir)) == 2
 
 
 def test_a_checkpoint_of_another_config_is_refused_and_nothing_is_lost(tmp_path, cache_dir):

@@ -135,10 +135,10 @@ def one_job(args: list[str], tmp_path, cache_dir) -> dict:
     return read_metrics(job.parent)
 
 
-def test_e1_study_runs_a_few_steps(tmp_path, cache_dir, stars_dir):
-    """E1 on a small 17-class image folder, at 32×32 and without pre-trained weights."""
+def test_e1_study_runs_a_few_steps(tmp_path, cache_dir, stars_dir, vgg16_weights_file):
+    """E1 on a small 17-class image folder, at 32×32, with a stand-in weights file."""
     args = ["study=e1", "variant=e1_adam_staircase", f"data.root={stars_dir}"]
-    args += ["data.image_size=[32,32]", "model.weights=null"]
+    args += ["data.image_size=32", f"model.weights={vgg16_weights_file}"]
     metrics = one_job(args, tmp_path, cache_dir)
     assert (metrics["status"], metrics["data"], metrics["model"]) == (
         "completed", "hollywood_stars", "vgg16_transfer"
@@ -154,12 +154,17 @@ def test_e2_study_runs_a_few_steps(tmp_path, cache_dir, cifar_tarball):
 
 
 def test_optuna_searches_the_lr_and_maximises_best_val_acc(tmp_path, cache_dir):
+    """The search space here is a Hydra interval on the command line (the optimizer's own
+    search_space and the sweeper's other settings: test_optuna_sweeper.py)."""
     args = ["-m", "hparams_search=lr_optuna", "data=digits", "model=mlp", "optimizer=sgd"]
-    args += ["hydra.sweeper.n_trials=3", *FEW_STEPS, f"hydra.sweep.dir={tmp_path}/sweep"]
+    args += ["optimizer.lr=tag(log, interval(1e-4, 0.5))", "hydra.sweeper.n_trials=3"]
+    args += [*FEW_STEPS, f"hydra.sweep.dir={tmp_path}/sweep"]
     result = run_train(args, tmp_path / "r", cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
-    trials = [read_metrics(p.parent) for p in (tmp_path / "sweep").glob("*/metrics.json")]
-    assert len(trials) == 3 and len({t["lr"] for t in trials}) == 3
-    assert all(1e-5 <= t["lr"] <= 1.0 for t in trials)
+    trials = [read_metrics(tmp_path / "sweep" / f"{n}-sgd-constant-s0") for n in range(3)]
+    assert len({t["lr"] for t in trials}) == 3 and all(1e-4 <= t["lr"] <= 0.5 for t in trials)
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
-    assert best["best_value"] == pytest.approx(max(t["best_val_acc"] for t in trials))
+    assert best["trials"] == {"COMPLETE": 3}
+    top = trials[best["best_trial"]]
+    assert best["best_value"] == top["best_val_acc"] == max(t["best_val_acc"] for t in trials)
+    assert best["best_params"] == {"optimizer.lr": top["lr"]}

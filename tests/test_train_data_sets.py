@@ -13,9 +13,9 @@ from conftest import ROOT, read_metrics, run_train
 from formats import CIFAR_CLASSES, write_image_folder
 
 from optstudy.cli import compose
+from optstudy.data.cache import load_prepared
 from optstudy.data.prepare import main as prepare_main
-from optstudy.errors import ConfigError, DataError, find_user_error
-from optstudy.models.vgg16_transfer import vgg16_features
+from optstudy.errors import DataError, find_user_error
 from optstudy.run import train
 from optstudy.validation import validate
 
@@ -67,19 +67,21 @@ def test_image_folder_trains_well_above_chance(tmp_path, cache_dir):
     assert classes_of(tmp_path / "run") == ["a", "b", "c", "d"]
 
 
-def test_hollywood_stars_with_vgg16_transfer_keeps_the_base_frozen(tmp_path, stars_dir, cache_dir):
-    torch.manual_seed(3)
-    weights = {f"features.{k}": v for k, v in vgg16_features(3).state_dict().items()}
-    torch.save(weights, tmp_path / "vgg16.pth")
+def test_hollywood_stars_with_vgg16_transfer_keeps_the_base_frozen(
+    tmp_path, stars_dir, cache_dir, vgg16_weights_file
+):
     data = ["data=hollywood_stars", f"data.root={stars_dir}", "data.image_size=[32,32]"]
-    model = ["model=vgg16_transfer", f"model.weights={tmp_path / 'vgg16.pth'}", "optimizer=adam"]
+    model = ["model=vgg16_transfer", f"model.weights={vgg16_weights_file}", "optimizer=adam"]
     run_dir = tmp_path / "run"
     metrics = train_in_process([*data, *model, "trainer.max_epochs=1"], run_dir, cache_dir)
     assert metrics["status"] == "completed" and metrics["test_acc"] is None
     assert metrics["steps"] == 6  # 82 of the 102 images train (20% validation), batch 16
     assert classes_of(run_dir) == sorted(p.name for p in stars_dir.iterdir())
     trained = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert all(torch.equal(trained[f"net.{key}"], value) for key, value in weights.items())
+    base = torch.load(vgg16_weights_file, weights_only=True)
+    base = {key: value for key, value in base.items() if key.startswith("features.")}
+    assert len(base) == 26  # 13 convs: weight and bias
+    assert all(torch.equal(trained[f"net.{key}"], value) for key, value in base.items())
 
 
 def test_data_error_is_one_line_and_exit_2(tmp_path, cache_dir, cifar_tarball):
@@ -105,10 +107,60 @@ def test_corrupt_image_stops_the_run_before_training(tmp_path, cache_dir):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_image_folder_needs_its_class_count(tmp_path):
-    cfg, _ = compose(["data=image_folder", f"data.root={tmp_path}"])
-    with pytest.raises(ConfigError, match=r"data\.num_classes=None is invalid: must be an integer"):
-        validate(cfg)
+def cached_images(cache) -> torch.Tensor:
+    """The training images of the one data set decoded into ``cache``."""
+    (path,) = cache.glob("*.pt")
+    return load_prepared(path).train_images
+
+
+def test_image_folder_trains_with_nothing_but_its_root_and_image_size(tmp_path):
+    """The class count comes from the folder: a complete run, the model built for 3 classes."""
+    root = write_image_folder(tmp_path / "folder", ["dog", "cat", "bird"], per_class=8)
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["data=image_folder", f"data.root={root}", "data.image_size=32", "trainer.max_epochs=1"]
+    result = run_train(args, run_dir, cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_metrics(run_dir)["status"] == "completed"
+    assert classes_of(run_dir) == ["bird", "cat", "dog"]
+    files = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()}
+    expected = ["history.csv", "diagnostics.csv", "run_info.json", "checkpoints/last.ckpt"]
+    assert set(expected) <= files
+    trained = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert trained["net.classifier.4.weight"].shape == (3, 84)  # LeNet-5's output layer
+    assert cached_images(cache).shape == (24, 3, 32, 32)  # validation is carved later
+
+
+def test_image_folder_takes_height_and_width(tmp_path):
+    root = write_image_folder(tmp_path / "folder", ["a", "b", "c"], per_class=8)
+    data = ["data=image_folder", f"data.root={root}", "data.image_size=[12,20]"]
+    metrics = train_in_process([*data, "trainer.max_epochs=1"], tmp_path / "run", tmp_path / "c")
+    assert metrics["status"] == "completed" and classes_of(tmp_path / "run") == ["a", "b", "c"]
+    assert cached_images(tmp_path / "c").shape == (24, 3, 12, 20)
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [
+        (
+            "data.image_size=32x32",
+            "error: data.image_size='32x32' is invalid: must be an integer >= 1 (a square",
+        ),
+        (
+            "data.num_classes=2",
+            "error: image_folder: 3 classes found but data.num_classes is 2; set "
+            "data.num_classes=3, or null",
+        ),
+    ],
+    ids=["string image size", "wrong class count"],
+)
+def test_bad_image_folder_settings_are_one_line_and_exit_2(tmp_path, setting, error):
+    root = write_image_folder(tmp_path / "folder", ["a", "b", "c"], per_class=2)
+    run_dir = tmp_path / "run"
+    args = ["data=image_folder", f"data.root={root}", setting]
+    result = run_train(args, run_dir, tmp_path / "cache")
+    assert result.returncode == 2
+    assert result.stderr.startswith(error) and len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "train.log"]  # nothing else
 
 
 @pytest.mark.slow
@@ -120,11 +172,13 @@ def test_image_folder_needs_its_class_count(tmp_path):
     ],
     ids=["cifar10-resnet18-sgd", "hollywood_stars-vgg16_transfer-adam"],
 )
-def test_issue_commands_run_on_real_format_data(tmp_path, cifar_tarball, stars_dir, args):
+def test_issue_commands_run_on_real_format_data(
+    tmp_path, cifar_tarball, stars_dir, vgg16_weights_file, args
+):
     """The commands the data sets were built for, one epoch each (minutes on a CPU)."""
     data = {
         "data=cifar10": [f"data.root={cifar_tarball.parent}", f"data.md5={md5(cifar_tarball)}"],
-        "data=hollywood_stars": [f"data.root={stars_dir}"],
+        "data=hollywood_stars": [f"data.root={stars_dir}", f"model.weights={vgg16_weights_file}"],
     }[args[0]]
     run_dir = tmp_path / "run"
     result = run_train([*args, *data, "trainer.max_epochs=1"], run_dir, tmp_path / "cache")

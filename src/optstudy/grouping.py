@@ -137,7 +137,9 @@ def plan_groups(
     return [Group(number, tuple(jobs)) for number, jobs in enumerate(chunks)]
 
 
-def describe(groups: Sequence[Group], configs: Sequence[DictConfig], job_ids: Sequence[int]):
+def describe(
+    groups: Sequence[Group], configs: Sequence[DictConfig], job_ids: Sequence[int]
+) -> Iterator[str]:
     """Log lines that say how a sweep was grouped and why a job trains alone."""
     singles = sum(len(g.jobs) == 1 for g in groups)
     yield (

@@ -40,6 +40,7 @@ from optstudy.distributed.processes import check_processes, join_submitit_tasks
 from optstudy.errors import RunInterrupted
 from optstudy.grouping import current_group
 from optstudy.module import ImageClassifier
+from optstudy.optim import group_split, optimizer_factory
 from optstudy.provenance import provenance
 from optstudy.rundir import check_writable
 from optstudy.tracking import log_config, plain_config
@@ -116,10 +117,11 @@ def build(cfg: DictConfig, out_dir: Path) -> Run:
     datamodule = build_datamodule(cfg.data, cfg.seed, cfg.get("augment"))
     datamodule.prepare_data()  # find, verify and decode the data before anything else runs
     module = instantiate(cfg.module)(
-        net=instantiate(cfg.model),
-        optimizer=instantiate(cfg.optimizer),
+        net=instantiate(cfg.model, num_classes=datamodule.num_classes),
+        optimizer=optimizer_factory(cfg.optimizer),
+        param_split=group_split(cfg.optimizer),
         scheduler=cfg.scheduler,
-        num_classes=cfg.data.num_classes,
+        num_classes=datamodule.num_classes,  # data.num_classes, or counted from the data
     )
     join_submitit_tasks()  # the tasks of a submitit job are the processes of a DDP run
     trainer: pl.Trainer = instantiate(

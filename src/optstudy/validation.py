@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from optstudy.errors import ConfigError
-from optstudy.optim.build import LIGHTNING_KEY, build_scheduler, scheduler_factory
+from optstudy.optim import schedule_free
+from optstudy.optim.build import (
+    LIGHTNING_KEY,
+    SELECTORS,
+    build_scheduler,
+    optimizer_arguments,
+    optimizer_class,
+    optimizer_from_config,
+    scheduler_factory,
+)
 
 Rule = tuple[Callable[[Any], bool], str]
+
+# What the optimizer is dry-built on: a hidden and an output layer (Muon splits them).
+DUMMY_MODEL = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
 
 # Ranges of optimizer hyper-parameters, by argument name, whichever optimizer uses them.
 OPTIMIZER_RULES: dict[str, Rule] = {
@@ -22,7 +36,10 @@ OPTIMIZER_RULES: dict[str, Rule] = {
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two values in [0, 1)"),
     "weight_decay": (lambda v: v >= 0, ">= 0"),
-    "eps": (lambda v: v >= 0, ">= 0"),
+    "eps": (
+        lambda v: all(e is None or e >= 0 for e in (v if isinstance(v, list) else [v])),
+        ">= 0 (Adafactor: a pair, each null or >= 0)",
+    ),
     "alpha": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "rho": (lambda v: 0 <= v <= 1, "in [0, 1]"),
 }
@@ -37,8 +54,8 @@ RUN_RULES: dict[str, Rule] = {
     "data.eval_batch_size": (lambda v: v >= 1, ">= 1"),
     "data.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
     "data.num_classes": (
-        lambda v: isinstance(v, int) and v >= 2,
-        "an integer >= 2 (for an image folder: its number of class sub-folders)",
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 2),
+        "an integer >= 2, or null to count the classes in the data",
     ),
     "trainer.max_epochs": (lambda v: v >= 1, ">= 1"),
     "scheduler.lightning.interval": (lambda v: v in ("epoch", "step"), "epoch or step"),
@@ -47,8 +64,6 @@ RUN_RULES: dict[str, Rule] = {
     "module.channels_last": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
     "module.compile": (lambda v: isinstance(v, bool), "true or false"),
 }
-# Keys whose rule accepts null (the others must be set).
-NULLABLE = ("module.divergence_factor", "module.channels_last")
 # trainer.accelerator values that train on a CUDA GPU only (auto falls back to the CPU).
 GPU_ONLY = ("gpu", "cuda")
 
@@ -61,10 +76,10 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _check(key: str, value: Any, rule: Rule, nullable: bool = False) -> None:
+def _check(key: str, value: Any, rule: Rule) -> None:
     ok, allowed = rule
     try:
-        valid = (value is not None or nullable) and ok(value)
+        valid = ok(value)  # a rule without a None case fails on None (False or TypeError)
     except TypeError:
         valid = False
     if valid:
@@ -105,6 +120,50 @@ def _check_numbers(section: str, cfg: Any, factory: Any) -> None:
             raise ConfigError(f"{section}.{key}={value} is invalid: must be a number")
 
 
+def _check_missing(cfg: DictConfig) -> None:
+    """Values the optimizer config leaves to the command line (``???``, e.g. in ``custom``)."""
+    for key in OmegaConf.missing_keys(cfg.optimizer):
+        example = "my_pkg.MyOptimizer" if key == "_target_" else "…"
+        raise ConfigError(f"optimizer.{key} is missing: set it, e.g. optimizer.{key}={example}")
+
+
+def _check_search_space(space: Any, parameters: Mapping[str, Any], arguments: dict) -> None:
+    """``search_space``: optimizer argument → ``{low, high, log}``, low < high, low > 0 on a
+    log scale."""
+    if not isinstance(space, Mapping):
+        raise ConfigError("optimizer.search_space is invalid: must map arguments to ranges")
+    for name, spec in space.items():
+        key = f"optimizer.search_space.{name}"
+        if name not in parameters and name not in arguments:
+            raise ConfigError(f"{key}: the optimizer has no argument {name}")
+        ok = isinstance(spec, Mapping) and set(spec) == {"low", "high", "log"}
+        low, high, log = (spec.get(k) for k in ("low", "high", "log")) if ok else (0, 0, 0)
+        ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high))
+        if not (ok and isinstance(log, bool) and low < high and (low > 0 or not log)):
+            raise ConfigError(
+                f"{key}={spec} is invalid: must be {{low, high, log}} with numbers low < high "
+                "(low > 0 when log is true)"
+            )
+
+
+def _check_reserved(cfg: DictConfig, cls: type) -> None:
+    """The shapes of the optimizer config's project keys: fusable, search_space, param_groups."""
+    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    fusable = optimizer.get("fusable", False)
+    if not isinstance(fusable, bool):
+        raise ConfigError(f"optimizer.fusable={fusable} is invalid: must be true or false")
+    parameters = inspect.signature(cls).parameters
+    _check_search_space(optimizer.get("search_space", {}), parameters, optimizer_arguments(cfg))
+    split = optimizer.get("param_groups") or {}
+    if not isinstance(split, Mapping) or not all(
+        name in SELECTORS and isinstance(options, Mapping) for name, options in split.items()
+    ):
+        raise ConfigError(
+            f"optimizer.param_groups={split} is invalid: must map selectors "
+            f"({', '.join(SELECTORS)}) to group options"
+        )
+
+
 def _first_line(exc: Exception) -> str:
     cause = exc.__cause__ or exc
     return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
@@ -113,7 +172,7 @@ def _first_line(exc: Exception) -> str:
 def _check_rules(cfg: DictConfig, prefix: str = "") -> None:
     for key, rule in RUN_RULES.items():
         if key.startswith(prefix):
-            _check(key, OmegaConf.select(cfg, key), rule, nullable=key in NULLABLE)
+            _check(key, OmegaConf.select(cfg, key), rule)
 
 
 def validate_data(cfg: DictConfig) -> None:
@@ -125,22 +184,27 @@ def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming the first invalid value of a run config."""
     _check_rules(cfg)
     _check_trainer(cfg.trainer)
+    _check_missing(cfg)
+    cls = optimizer_class(cfg.optimizer)
+    _check_reserved(cfg, cls)
+    arguments = optimizer_arguments(OmegaConf.to_container(cfg.optimizer, resolve=True))
     for name, rule in OPTIMIZER_RULES.items():
-        if name in cfg.optimizer:
-            _check(f"optimizer.{name}", cfg.optimizer[name], rule)
-    # Dry-build and step the optimizer and scheduler on a dummy parameter: catches unknown
+        if name in arguments:
+            _check(f"optimizer.{name}", arguments[name], rule)
+    # Dry-build and step the optimizer and scheduler on a dummy model: catches unknown
     # arguments, wrong types and the libraries' own checks before any data is touched.
     try:
-        factory = instantiate(cfg.optimizer)
-        _check_numbers("optimizer", cfg.optimizer, factory)
-        optimizer = factory([torch.zeros(1, requires_grad=True)])
+        _check_numbers("optimizer", arguments, partial(cls))
+        optimizer = optimizer_from_config(cfg.optimizer, DUMMY_MODEL, True)
+        if schedule_free.has_modes(optimizer):
+            optimizer.train()
     except ConfigError:
         raise
     except Exception as exc:
         raise ConfigError(f"optimizer: {_first_line(exc)}") from exc
     try:
-        arguments = {k: v for k, v in cfg.scheduler.items() if k != LIGHTNING_KEY}
-        _check_numbers("scheduler", arguments, scheduler_factory(cfg.scheduler))
+        schedule_arguments = {k: v for k, v in cfg.scheduler.items() if k != LIGHTNING_KEY}
+        _check_numbers("scheduler", schedule_arguments, scheduler_factory(cfg.scheduler))
         scheduler = build_scheduler(
             cfg.scheduler, optimizer, {"step": 100, "epoch": cfg.trainer.max_epochs}
         )
@@ -150,3 +214,8 @@ def validate(cfg: DictConfig) -> None:
         raise
     except Exception as exc:
         raise ConfigError(f"scheduler: {_first_line(exc)}") from exc
+    if schedule_free.has_modes(optimizer) and not schedule_free.is_constant(scheduler["scheduler"]):
+        raise ConfigError(
+            f"{cls.__name__} is schedule-free: it takes scheduler=constant only, not "
+            f"{cfg.scheduler._target_} (its warm-up is optimizer.warmup_steps)"
+        )

@@ -1,25 +1,30 @@
 """Test callbacks that interrupt a run from inside: the real SIGTERM or SIGINT, or a crash, at a
-chosen training step, optionally only in the run of one seed (one member of a group)."""
+chosen training step, optionally only in the run of one seed (one member of a group) or one
+sweep job."""
 
 import os
 import signal
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 
 
 class SigtermAt(pl.Callback):
     """Send SIGTERM to this process at global step ``step`` (unless resumed past it); with
-    ``seed``, only in the run seeded with it."""
+    ``seed``, only in the run seeded with it; with ``job``, only in the sweep job of that number
+    (``hydra.job.num``: an Optuna trial's number)."""
 
-    def __init__(self, step: int, seed: int | None = None) -> None:
+    def __init__(self, step: int, seed: int | None = None, job: int | None = None) -> None:
         self.step = step
         self.seed = seed
+        self.job = job
         self.armed = True
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Disarm in a resumed run that already got past the step, or in another seed's run."""
+        """Disarm in a resumed run that already got past the step, or in another run."""
         ours = self.seed is None or torch.initial_seed() == self.seed
+        ours = ours and (self.job is None or HydraConfig.get().job.num == self.job)
         self.armed = ours and trainer.global_step < self.step
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:

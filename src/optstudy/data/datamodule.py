@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -12,6 +13,7 @@ from optstudy.data.batches import TensorBatches
 from optstudy.data.cache import Source, cache_file, load_prepared, load_shared, prepare
 from optstudy.data.splits import seeded_split
 from optstudy.errors import DataError
+from optstudy.image_size import ImageSize, image_hw
 
 
 class TensorDataModule(pl.LightningDataModule):
@@ -22,7 +24,9 @@ class TensorDataModule(pl.LightningDataModule):
     they are scaled to [0, 1] and normalised with ``mean`` / ``std``; training batches then go
     through ``augment`` (a batch → batch callable), if given. A source without a test split
     (an image folder) gives an empty one. Under DDP each process serves its own shard of each
-    split, ``batch_size`` examples a batch per process.
+    split, ``batch_size`` examples a batch per process. ``image_size`` is n (n×n) or [h, w];
+    ``num_classes`` None takes the data's own class count (:attr:`num_classes`), a number is
+    checked against it.
     """
 
     def __init__(
@@ -35,8 +39,8 @@ class TensorDataModule(pl.LightningDataModule):
         split_seed: int,
         shuffle_seed: int,
         channels: int,
-        image_size: Sequence[int],
-        num_classes: int,
+        image_size: ImageSize,
+        num_classes: int | None,
         mean: Sequence[float],
         std: Sequence[float],
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -50,8 +54,8 @@ class TensorDataModule(pl.LightningDataModule):
             split_seed,
             shuffle_seed,
         )
-        self.shape = (channels, *image_size)
-        self.num_classes = num_classes
+        self.shape = (channels, *image_hw(image_size))
+        self.declared_classes = num_classes
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.augment = augment
@@ -63,6 +67,7 @@ class TensorDataModule(pl.LightningDataModule):
         calls this on one process)."""
         data = load_prepared(prepare(self.source, self.cache_dir), mmap=True)
         self._check(data.train_images, data.classes)
+        self.classes = data.classes
 
     def setup(self, stage: str | None = None) -> None:
         """Load the cache, check it against the config and carve the validation split."""
@@ -87,6 +92,14 @@ class TensorDataModule(pl.LightningDataModule):
         self._splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self._splits.items()}
         self.classes = data.classes
 
+    @property
+    def num_classes(self) -> int:
+        """The number of classes of the data (after :meth:`prepare_data` or :meth:`setup`),
+        which ``data.num_classes``, when set, has been checked against."""
+        if not self.classes:
+            raise RuntimeError("the class count is known after prepare_data() or setup()")
+        return len(self.classes)
+
     def split_sizes(self) -> dict[str, int]:
         """Number of examples in each split (after :meth:`setup`)."""
         return {k: len(y) for k, (_, y) in self._splits.items()}
@@ -105,6 +118,17 @@ class TensorDataModule(pl.LightningDataModule):
             **self._shard(),
         )
 
+    def statistics_batches(self, count: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``count`` training batches of the first epoch's order (this process's
+        shard; the same batches whenever asked), normalised, not augmented: for recomputing
+        batch-norm statistics."""
+        x, y = self._splits["train"]
+        batches = TensorBatches(
+            x, y, self.batch_size, shuffle=True, seed=self.shuffle_seed, **self._shard()
+        )
+        for images, labels in itertools.islice(batches, count):
+            yield self._normalise(images), labels
+
     def val_dataloader(self) -> TensorBatches:
         """Validation batches in a fixed order."""
         return TensorBatches(*self._splits["val"], self.eval_batch_size, **self._shard())
@@ -119,11 +143,14 @@ class TensorDataModule(pl.LightningDataModule):
         """Scale uint8 images to [0, 1] and normalise them, on the batch's device; augment
         training batches."""
         images, labels = batch
-        mean, std = self.mean.to(images.device), self.std.to(images.device)
-        images = images.float().div_(255).sub_(mean).div_(std)
+        images = self._normalise(images)
         if self.augment is not None and self.trainer is not None and self.trainer.training:
             images = self.augment(images)
         return images, labels
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        return images.float().div_(255).sub_(mean).div_(std)
 
     def _shard(self) -> dict[str, int]:
         """This process's share of every split under DDP (see :class:`TensorBatches`)."""
@@ -146,8 +173,9 @@ class TensorDataModule(pl.LightningDataModule):
                 f"{self.source.name}: images are {shape} (C, H, W) but the data config says "
                 f"{self.shape}; fix data.channels / data.image_size"
             )
-        if len(classes) != self.num_classes:
+        if self.declared_classes is not None and len(classes) != self.declared_classes:
             raise DataError(
                 f"{self.source.name}: {len(classes)} classes found but data.num_classes is "
-                f"{self.num_classes}; set data.num_classes={len(classes)}"
+                f"{self.declared_classes}; set data.num_classes={len(classes)}, or null to "
+                "count them from the data"
             )

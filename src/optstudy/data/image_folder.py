@@ -11,8 +11,9 @@ import torch
 
 from optstudy.data.fingerprint import files_fingerprint
 from optstudy.data.image_decode import decode_rgb
-from optstudy.data.splits import ImageSplits, seeded_split
-from optstudy.errors import ConfigError, DataError
+from optstudy.data.splits import ImageSplits, check_test_fraction, seeded_split
+from optstudy.errors import DataError
+from optstudy.image_size import ImageSize, image_hw
 
 log = logging.getLogger(__name__)
 
@@ -23,31 +24,28 @@ class ImageFolderSource:
     """Images under ``root/<class name>/`` (sub-folders included), classes in sorted order.
 
     Files whose extension is not in ``extensions`` and hidden files are ignored. Every image is
-    converted to RGB and resized to ``image_size``. A file that does not decode is an error, or
-    with ``skip_corrupt`` a warning naming it. There is no official test split: with
-    ``test_fraction`` > 0 a share drawn by ``split_seed`` becomes the test split, else it is empty.
+    converted to RGB and resized to ``image_size`` (n for n×n, or [height, width]). A file
+    that does not decode is an error, or with ``skip_corrupt`` a warning naming it. There is
+    no official test split: with ``test_fraction`` > 0 a share drawn by ``split_seed`` becomes
+    the test split, else it is empty.
     """
 
     def __init__(
         self,
         name: str,
         root: str | None,
-        image_size: Sequence[int],
+        image_size: ImageSize,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         skip_corrupt: bool = False,
         test_fraction: float = 0.0,
         split_seed: int = 0,
     ) -> None:
-        if len(image_size) != 2 or any(int(s) < 1 for s in image_size):
-            raise ConfigError(f"data.image_size={list(image_size)} is invalid: must be [H, W] > 0")
-        if not 0 <= test_fraction < 1:
-            raise ConfigError(f"data.test_fraction={test_fraction} is invalid: must be in [0, 1)")
         self.name = name
         self.root = Path(root) if root else None
-        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.image_size = image_hw(image_size)
         self.extensions = tuple(e.lower() for e in extensions)
         self.skip_corrupt = skip_corrupt
-        self.test_fraction = test_fraction
+        self.test_fraction = check_test_fraction(test_fraction)
         self.split_seed = split_seed
         self._classes: dict[str, list[Path]] | None = None
         self._fingerprint: str | None = None

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from optstudy.errors import ConfigError
+
 
 @dataclass
 class ImageSplits:
@@ -39,3 +41,10 @@ def seeded_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torc
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_held = round(n * fraction)
     return order[n_held:], order[:n_held]
+
+
+def check_test_fraction(fraction: float) -> float:
+    """``data.test_fraction`` of a source without an official test split, if in [0, 1)."""
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"data.test_fraction={fraction} is invalid: must be in [0, 1)")
+    return fraction

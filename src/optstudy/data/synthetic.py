@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from optstudy.data.splits import ImageSplits
+from optstudy.errors import ConfigError
+from optstudy.image_size import ImageSize, image_hw
 
 
 class SyntheticSource:
@@ -20,14 +20,16 @@ class SyntheticSource:
         self,
         name: str,
         channels: int,
-        image_size: Sequence[int],
-        num_classes: int,
+        image_size: ImageSize,
+        num_classes: int | None,
         train_size: int,
         test_size: int,
         seed: int = 0,
     ) -> None:
+        if num_classes is None:
+            raise ConfigError("data.num_classes=null: synthetic data needs a class count (e.g. 10)")
         self.name = name
-        self.shape = (channels, *image_size)
+        self.shape = (channels, *image_hw(image_size))
         self.num_classes = num_classes
         self.sizes = (train_size, test_size)
         self.seed = seed

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from optstudy.image_size import ImageSize
 from optstudy.models.shapes import feature_size
 
 
@@ -26,7 +27,7 @@ class ConvNet(nn.Module):
     def __init__(
         self,
         in_channels: int,
-        image_size: Sequence[int],
+        image_size: ImageSize,
         num_classes: int,
         conv: Sequence[Sequence[int]],
         dense: Sequence[int],

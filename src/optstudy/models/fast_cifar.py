@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from optstudy.image_size import ImageSize
+
 
 def conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
     """3×3 same-padded conv without bias, then batch norm and GELU."""
@@ -25,7 +27,7 @@ class FastCifarNet(nn.Module):
     def __init__(
         self,
         in_channels: int,
-        image_size: Sequence[int],
+        image_size: ImageSize,
         num_classes: int,
         stem_width: int = 32,
         widths: Sequence[int] = (64, 256, 256),

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import nn
 
+from optstudy.image_size import ImageSize
 from optstudy.models.shapes import feature_size
 
 
@@ -17,7 +16,7 @@ class LeNet5(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, image_size: Sequence[int], num_classes: int, padding: int = 2
+        self, in_channels: int, image_size: ImageSize, num_classes: int, padding: int = 2
     ) -> None:
         super().__init__()
         self.features = nn.Sequential(

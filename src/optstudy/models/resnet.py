@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from optstudy.image_size import ImageSize
+
 
 class BasicBlock(nn.Module):
     """Two 3×3 conv-BN layers with an identity (or 1×1 projection) shortcut."""
@@ -37,7 +39,7 @@ class ResNet(nn.Module):
     def __init__(
         self,
         in_channels: int,
-        image_size: Sequence[int],
+        image_size: ImageSize,
         num_classes: int,
         blocks: Sequence[int] = (2, 2, 2, 2),
         width: int = 64,

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from optstudy.image_size import ImageSize
 from optstudy.models.shapes import feature_size
 
 
@@ -15,7 +16,7 @@ class VGGSmall(nn.Module):
     def __init__(
         self,
         in_channels: int,
-        image_size: Sequence[int],
+        image_size: ImageSize,
         num_classes: int,
         stages: Sequence[Sequence[int]],
         hidden: int = 256,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from optstudy.errors import ConfigError
+from optstudy.image_size import ImageSize
 from optstudy.models.vgg16_weights import load_vgg16_features
 
 # VGG16's convolutional layout ("D" in Simonyan & Zisserman): conv widths of each stage; every
@@ -38,22 +39,31 @@ class VGG16Transfer(nn.Module):
     Dropout → Dense(classes), as in E1.
 
     ``weights``: a state dict file (torchvision's VGG16 layout, ``features.N.*`` keys; loaded
-    with ``weights_only``), ``"torchvision"`` for its ImageNet weights when torchvision is
-    installed, or None to train the base from scratch (with a warning). ``freeze_base`` stops
-    the base's parameters from training and keeps it in eval mode. ``image_size`` is taken like
-    every model's but any size works: the head pools globally.
+    with ``weights_only``), ``"torchvision"`` for its ImageNet weights (torchvision must be
+    installed), or None to train the base from scratch. ``freeze_base`` stops the base's
+    parameters from training and keeps it in eval mode; it needs pre-trained weights, as a
+    frozen random base would leave only the head to learn, on random features. Weights that
+    cannot be had, and a frozen base without them, are a :class:`ConfigError`. ``image_size``
+    is taken like every model's but any size works: the head pools globally.
     """
 
     def __init__(
         self,
         in_channels: int,
-        image_size: Sequence[int],
+        image_size: ImageSize,
         num_classes: int,
         weights: str | Path | None = "torchvision",
         freeze_base: bool = True,
         hidden: int = 170,
         dropout: float = 0.5,
     ) -> None:
+        if freeze_base and weights is None:
+            raise ConfigError(
+                "model.freeze_base=true needs pre-trained weights, but model.weights is null: a "
+                "frozen untrained base leaves only the head to learn, on random features; set "
+                "model.weights=<VGG16 state dict file> or torchvision, or model.freeze_base=false "
+                "to train the whole network from scratch"
+            )
         super().__init__()
         self.features = vgg16_features(in_channels)
         load_vgg16_features(self.features, weights)

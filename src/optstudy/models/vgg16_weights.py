@@ -1,4 +1,4 @@
-"""Pre-trained weights for a VGG16 conv base: a state dict file, or torchvision's when installed."""
+"""Pre-trained weights for a VGG16 conv base: a state dict file, or torchvision's ImageNet ones."""
 
 from __future__ import annotations
 
@@ -13,22 +13,20 @@ from optstudy.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PREFIX = "features."  # torchvision's VGG16 keeps its conv base under this name
+# How to train without pre-trained weights on purpose (the base must train then, too).
+FROM_SCRATCH = "model.weights=null model.freeze_base=false to train the whole network from scratch"
 
 
 def load_vgg16_features(features: nn.Sequential, weights: str | Path | None) -> None:
     """Load ``weights`` into ``features`` (built by ``vgg16_features``): a state dict file with
-    torchvision's ``features.N.*`` keys, ``"torchvision"`` for its ImageNet weights, or None."""
+    torchvision's ``features.N.*`` keys, ``"torchvision"`` for its ImageNet weights, or None to
+    keep the initial weights (training from scratch). Weights that cannot be had are a
+    :class:`ConfigError` saying how to get them."""
     if weights is None:
-        log.warning("model.weights is null: the VGG16 base trains from scratch (no transfer)")
+        log.info("model.weights is null: the VGG16 base trains from scratch (no transfer)")
         return
     if str(weights) == "torchvision":
         state = torchvision_vgg16_state_dict()
-        if state is None:
-            log.warning(
-                "torchvision is not installed, so no pre-trained VGG16 weights: the base trains "
-                "from scratch; set model.weights=<state dict file> for transfer learning"
-            )
-            return
     else:
         state = _read_state_dict(Path(weights))
     base = {k.removeprefix(PREFIX): v for k, v in state.items() if k.startswith(PREFIX)}
@@ -43,19 +41,26 @@ def load_vgg16_features(features: nn.Sequential, weights: str | Path | None) -> 
     log.info("VGG16 base: pre-trained weights from %s", weights)
 
 
-def torchvision_vgg16_state_dict() -> dict[str, torch.Tensor] | None:
-    """torchvision's ImageNet VGG16 state dict (downloaded once into torch's hub cache), or None
-    when torchvision is not installed."""
+def torchvision_vgg16_state_dict() -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet VGG16 state dict (downloaded once into torch's hub cache); a
+    :class:`ConfigError` when torchvision is not installed or cannot provide it."""
     try:
         from torchvision.models import VGG16_Weights
-    except ImportError:
-        return None
+    except ImportError as exc:
+        raise ConfigError(
+            "model.weights=torchvision needs torchvision, which is not installed: install it "
+            "(a build matching your torch; its VGG16 ImageNet weights then download once into "
+            "torch's hub cache), or set model.weights=<VGG16 state dict file>, or "
+            f"{FROM_SCRATCH}"
+        ) from exc
     try:
         return VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
     except Exception as exc:  # download and cache errors come in many types
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise ConfigError(
-            f"torchvision could not provide its VGG16 ImageNet weights ({exc}); set "
-            "model.weights=<state dict file>, or model.weights=null to train from scratch"
+            f"model.weights=torchvision: torchvision could not provide its VGG16 ImageNet "
+            f"weights ({detail}); put them into torch's hub cache from a machine with network "
+            f"access, or set model.weights=<VGG16 state dict file>, or {FROM_SCRATCH}"
         ) from exc
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric
@@ -17,6 +18,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from optstudy.module.layout import input_memory_format
 from optstudy.optim import build_optimizer, build_scheduler
+from optstudy.optim import schedule_free as sf
+from optstudy.optim.effective_step import estimated_step_size
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +29,14 @@ STAGES = ("train", "val", "test")
 class ImageClassifier(pl.LightningModule):
     """Train ``net`` with cross-entropy; log loss and accuracy per stage.
 
-    ``optimizer`` is a factory taking parameter groups (a Hydra ``_partial_``); ``scheduler``
-    a scheduler config for :func:`optstudy.optim.build_scheduler`. A non-finite loss, or one
-    above ``divergence_factor`` × the first loss, stops the run and marks it diverged.
+    ``optimizer`` is a factory taking parameter groups (a Hydra ``_partial_``), ``param_split``
+    how the parameters split into its groups (an optimizer config's ``param_groups``, see
+    :func:`optstudy.optim.param_groups`); ``scheduler`` a scheduler config for
+    :func:`optstudy.optim.build_scheduler`. A Schedule-Free optimizer's evaluation weights are
+    what validation, test and checkpoints see (:mod:`optstudy.optim.schedule_free`); an
+    lr-free optimizer's estimated step size is logged as ``step_size_estimate``. A non-finite
+    loss, or one above ``divergence_factor`` × the first loss, stops the run and marks it
+    diverged.
     ``channels_last`` (None: on a GPU only) stores weights and batches NHWC; ``compile``
     compiles the network's forward with ``torch.compile``.
     """
@@ -43,6 +51,7 @@ class ImageClassifier(pl.LightningModule):
         divergence_factor: float | None = None,
         channels_last: bool | None = None,
         compile: bool = False,
+        param_split: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -50,6 +59,8 @@ class ImageClassifier(pl.LightningModule):
         self.compile = compile
         self.memory_format = torch.contiguous_format
         self.optimizer_factory = optimizer
+        self.param_split = param_split
+        self.optimizer: Optimizer | None = None  # built by configure_optimizers
         self.scheduler_cfg = scheduler
         self.decay_norm_and_bias = decay_norm_and_bias
         self.divergence_factor = divergence_factor
@@ -96,17 +107,45 @@ class ImageClassifier(pl.LightningModule):
             self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, prog_bar=prog_bar)
         return loss
 
+    def _schedule_free(self) -> Optimizer | None:
+        return self.optimizer if sf.has_modes(self.optimizer) else None
+
+    def _evaluation_weights(self) -> None:
+        """Put a Schedule-Free optimizer's evaluation weights in the model (if it holds the
+        trained ones), with batch-norm statistics recomputed at them."""
+        optimizer = self._schedule_free()
+        if optimizer is None or not sf.in_train_mode(optimizer):
+            return
+        optimizer.eval()
+        batches = self.trainer.datamodule.statistics_batches(sf.BATCHNORM_BATCHES)
+        sf.recompute_batchnorm(self.net, self, batches)
+
     def on_train_epoch_start(self) -> None:
-        """A new epoch of training metrics (also after a resume in the middle of an epoch)."""
+        """A new epoch of training metrics (also after a resume in the middle of an epoch), on
+        the weights the optimizer trains."""
         self._logged_this_epoch.discard("train")
+        if optimizer := self._schedule_free():
+            optimizer.train()
 
     def on_validation_epoch_start(self) -> None:
-        """A new round of validation metrics."""
+        """A new round of validation metrics, on the weights the optimizer evaluates."""
         self._logged_this_epoch.discard("val")
+        self._evaluation_weights()
+
+    def on_validation_end(self) -> None:
+        """Back to the trained weights when training goes on."""
+        optimizer = self._schedule_free()
+        if optimizer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+            optimizer.train()
+
+    def on_train_end(self) -> None:
+        """Training ends on the weights the optimizer evaluates."""
+        self._evaluation_weights()
 
     def on_test_epoch_start(self) -> None:
-        """A new round of test metrics."""
+        """A new round of test metrics, on the weights the optimizer evaluates."""
         self._logged_this_epoch.discard("test")
+        self._evaluation_weights()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         """One optimisation step; returns None (skipping the update) once the loss diverges
@@ -132,6 +171,9 @@ class ImageClassifier(pl.LightningModule):
         # small model's step, and a value logged on other steps is never written.
         if self.trainer._logger_connector.should_update_logs:
             self.log("train_loss_step", loss, on_step=True, on_epoch=False, logger=True)
+            estimate = estimated_step_size(self.optimizer)
+            if estimate is not None:
+                self.log("step_size_estimate", estimate, on_step=True, on_epoch=False)
         return loss
 
     def _divergence(self, loss: float) -> str:
@@ -161,13 +203,17 @@ class ImageClassifier(pl.LightningModule):
         self._shared_step(batch, "test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the divergence reference loss with the weights."""
+        """Keep the divergence reference loss with the weights; a Schedule-Free optimizer's
+        checkpoint holds its evaluation weights (and the trained ones to resume from)."""
         checkpoint["initial_loss"] = self.initial_loss
+        if optimizer := self._schedule_free():
+            sf.save_evaluation_weights(checkpoint, optimizer, self.named_parameters())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the divergence reference loss. A checkpoint saved at the end of an epoch
         (``last.ckpt``) holds that epoch's finished training metrics, which Lightning resets
-        only after saving: load them reset, so the next epoch's numbers are its own."""
+        only after saving: load them reset, so the next epoch's numbers are its own. A
+        Schedule-Free run resumes on its trained weights."""
         self.initial_loss = checkpoint.get("initial_loss")
         epoch = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
         current = epoch.get("current", {})
@@ -178,10 +224,14 @@ class ImageClassifier(pl.LightningModule):
                 checkpoint["state_dict"].update(
                     metric.state_dict(prefix=f"metrics.{stage_metric}.", keep_vars=False)
                 )
+        sf.restore_train_weights(checkpoint)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Bind the configured optimizer and scheduler to this model's parameters."""
-        optimizer = build_optimizer(self.optimizer_factory, self.net, self.decay_norm_and_bias)
+        optimizer = build_optimizer(
+            self.optimizer_factory, self.net, self.decay_norm_and_bias, self.param_split
+        )
+        self.optimizer = optimizer
         steps = {
             "step": int(self.trainer.estimated_stepping_batches),
             "epoch": self.trainer.max_epochs,

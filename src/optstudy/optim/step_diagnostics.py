@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from optstudy.artifacts import WHOLE_MODEL
-from optstudy.optim.effective_step import effective_steps
+from optstudy.optim.effective_step import effective_steps, group_values
 
 QUANTILES = (0.1, 0.5, 0.9)
 
@@ -53,20 +53,27 @@ def _squared_norm(values: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class Snapshot:
     """What a step's diagnostics need from before the step: its number, epoch, the parameters
-    (by name) and the lr of each param group."""
+    and their gradients' squared norms (by name; some optimizers change the gradient in place
+    as they step) and the values of each param group (its lr, Prodigy's d, …)."""
 
     step: int
     epoch: int
     params: dict[str, Tensor]
-    lrs: list[float]
+    grad_squares: dict[str, Tensor]
+    groups: list[dict]
 
 
 def take_snapshot(
     step: int, epoch: int, params: Iterable[tuple[str, Tensor]], optimizer: Optimizer
 ) -> Snapshot:
-    """Copy the ``params`` and the group lrs of ``optimizer`` just before its step."""
-    copies = {name: p.detach().clone() for name, p in params}
-    return Snapshot(step, epoch, copies, [float(g["lr"]) for g in optimizer.param_groups])
+    """Copy the ``params``, their gradients' squared norms and the param group values of
+    ``optimizer`` just before its step."""
+    copies, grads = {}, {}
+    with torch.no_grad():
+        for name, p in params:
+            copies[name] = p.detach().clone()
+            grads[name] = _squared_norm(torch.zeros(()) if p.grad is None else p.grad)
+    return Snapshot(step, epoch, copies, grads, group_values(optimizer))
 
 
 def _row(before: Snapshot, layer: str, sums: list[list[float]], etas: list[Tensor]) -> dict:
@@ -98,14 +105,15 @@ def measure(
     """The rows (diagnostics.csv's columns) of the step ``optimizer`` just took from ``before``:
     one for :data:`WHOLE_MODEL`, then one per layer. ``params``: the trainable parameters by
     name, as they are after the step; ``initial``: their values at the start of training."""
-    steps = {id(p): eta for p, eta in effective_steps(optimizer, before.lrs)}
+    started = {id(p): before.params[name] for name, p in params.items()}
+    steps = {id(p): eta for p, eta in effective_steps(optimizer, before.groups, started)}
     squares, etas = [], []
     with torch.no_grad():
         for name, p in params.items():
             old = before.params[name]
-            gradient = torch.zeros_like(p) if p.grad is None else p.grad
             moved = (p - old, old - initial[name].to(old.device))
-            squares.append(torch.stack([_squared_norm(t) for t in (gradient, old, *moved)]))
+            norms = [_squared_norm(t) for t in (old, *moved)]
+            squares.append(torch.stack([before.grad_squares[name].to(old.device), *norms]))
             eta = steps.get(id(p))
             etas.append(None if eta is None else torch.as_tensor(eta).to(p).expand(p.shape))
         sums = torch.stack(squares).tolist()

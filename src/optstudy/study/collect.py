@@ -33,6 +33,8 @@ from optstudy.errors import OptstudyError
 
 # Hydra config groups whose choice is no setting of its own (its settings are in the config).
 NOT_CHOICES = ("hydra", "paths", "logger", "study", "hparams_search", "experiment", "variant")
+# The optimizer choice that takes a user's own class (conf/optimizer/custom.yaml).
+CUSTOM_OPTIMIZER = "custom"
 CONFIG_PREFIX = "cfg."
 CHOICE_PREFIX = "choice."
 
@@ -113,6 +115,8 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     row.update({key: metrics.get(key) for key in METRIC_FIELDS})
     choices = _choices(run_dir)
     row.update({group: choices.get(group, metrics.get(group)) for group in CHOICE_GROUPS})
+    if row["optimizer"] == CUSTOM_OPTIMIZER:  # a user's own class: named by its import path
+        row["optimizer"] = OmegaConf.select(config, "optimizer._target_")
     row.update({CHOICE_PREFIX + g: v for g, v in choices.items() if g not in CHOICE_GROUPS})
     row.update(_flat_config(config))
     return row

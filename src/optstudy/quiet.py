@@ -55,9 +55,6 @@ LOG_MESSAGES: dict[str, tuple[str, ...]] = {
         # Lightning's internal step before building the schedule; no action for the user.
         "Loading `train_dataloader` to estimate number of stepping batches.",
     ),
-    # alembic (imported by Optuna) announces each of its internal plugins at INFO, which
-    # Hydra's sweep logging prints: about seven lines per sweep, about nothing the sweep does.
-    "alembic.runtime.plugins": ("setup plugin ",),
 }
 
 

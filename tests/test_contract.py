@@ -71,6 +71,10 @@ def test_every_callback_set_to_null_still_gives_complete_metrics(tmp_path, cache
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def without_time(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "train_time_s"}
+
+
 def test_history_off_gives_the_metrics_of_history_on(tmp_path, cache_dir):
     on = train_in_process(DIGITS, tmp_path / "on", cache_dir)
     off = train_in_process([*DIGITS, "callbacks.history=null"], tmp_path / "off", cache_dir)
@@ -116,3 +120,11 @@ def test_report_groups_runs_that_differ_only_in_where_the_data_is(tmp_path, cach
     summary = summarize(prepare_runs(load_study([tmp_path])))
     assert len(summary) == 1 and summary["runs"].iloc[0] == 2
     assert summary["task"].iloc[0] == "digits/mlp"
+
+
+def test_a_schedule_that_follows_the_epoch_count_still_resumes(tmp_path, cache_dir):
+    """cosine's T_max interpolates trainer.max_epochs, the key a run may be continued under."""
+    cosine = [*DIGITS, "scheduler=cosine"]
+    first = train_in_process(cosine, tmp_path / "run", cache_dir)
+    again = train_in_process(cosine, tmp_path / "run", cache_dir)  # finished: trains nothing
+    assert without_time(again) == without_time(first)

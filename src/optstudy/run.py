@@ -50,17 +50,27 @@ log = logging.getLogger(__name__)
 
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config without the keys that do not change what a run computes
-    (:data:`~optstudy.artifacts.NOT_EXPERIMENT`) or that a run may be continued under
-    (:data:`~optstudy.artifacts.EXTENDABLE`): a checkpoint may only be resumed by a run
-    with the same identity."""
+    (:data:`~optstudy.artifacts.NOT_EXPERIMENT`, dropped before resolving: they may point at
+    a running job's folders) and those a run may be continued under
+    (:data:`~optstudy.artifacts.EXTENDABLE`, dropped after: other keys may interpolate them,
+    e.g. a cosine schedule's length): a checkpoint may only be resumed by a run with the same
+    identity."""
     identity = copy.deepcopy(cfg)
     with open_dict(identity):
-        for key in (*NOT_EXPERIMENT, *EXTENDABLE):
+        for key in NOT_EXPERIMENT:
             parent, _, leaf = key.rpartition(".")
             node = OmegaConf.select(identity, parent) if parent else identity
             if isinstance(node, DictConfig) and leaf in node:
                 del node[leaf]
-    return plain_config(identity)  # resolved; no secret goes into checkpoints
+    plain = plain_config(identity)  # resolved; no secret goes into checkpoints
+    for key in EXTENDABLE:
+        *parents, leaf = key.split(".")
+        node = plain
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return plain
 
 
 def peak_gpu_memory_mb(device: torch.device) -> float | None:

@@ -120,11 +120,14 @@ def _check_numbers(section: str, cfg: Any, factory: Any) -> None:
             raise ConfigError(f"{section}.{key}={value} is invalid: must be a number")
 
 
-def _check_missing(cfg: DictConfig) -> None:
-    """Values the optimizer config leaves to the command line (``???``, e.g. in ``custom``)."""
-    for key in OmegaConf.missing_keys(cfg.optimizer):
-        example = "my_pkg.MyOptimizer" if key == "_target_" else "…"
-        raise ConfigError(f"optimizer.{key} is missing: set it, e.g. optimizer.{key}={example}")
+def _check_missing(cfg: DictConfig, first: str | None = None) -> None:
+    """Values the config leaves to the command line (``???``, e.g. ``optimizer=custom``'s
+    ``_target_`` and ``lr``): ``first`` alone if given, else all."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    for key in [first] if first else missing:
+        if key in missing:
+            example = "my_pkg.MyOptimizer" if key == "optimizer._target_" else "…"
+            raise ConfigError(f"{key} is missing: set it, e.g. {key}={example}")
 
 
 def _check_search_space(space: Any, parameters: Mapping[str, Any], arguments: dict) -> None:
@@ -164,6 +167,21 @@ def _check_reserved(cfg: DictConfig, cls: type) -> None:
         )
 
 
+def _check_step(optimizer: Any, cls: type) -> None:
+    """One step with a closure: Lightning computes the loss in the closure it passes to
+    ``step``, so a step must call it (as every torch.optim optimizer does)."""
+    called = []
+    try:
+        optimizer.step(lambda: called.append(True))
+    except Exception as exc:
+        raise ConfigError(f"optimizer: {_first_line(exc)}") from exc
+    if not called:
+        raise ConfigError(
+            f"optimizer: {cls.__name__}.step(closure) never calls its closure; call it first, "
+            "as torch.optim optimizers do: loss = closure() (under torch.enable_grad())"
+        )
+
+
 def _first_line(exc: Exception) -> str:
     cause = exc.__cause__ or exc
     return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
@@ -184,8 +202,9 @@ def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming the first invalid value of a run config."""
     _check_rules(cfg)
     _check_trainer(cfg.trainer)
-    _check_missing(cfg)
+    _check_missing(cfg, "optimizer._target_")
     cls = optimizer_class(cfg.optimizer)
+    _check_missing(cfg)
     _check_reserved(cfg, cls)
     arguments = optimizer_arguments(OmegaConf.to_container(cfg.optimizer, resolve=True))
     for name, rule in OPTIMIZER_RULES.items():
@@ -208,7 +227,10 @@ def validate(cfg: DictConfig) -> None:
         scheduler = build_scheduler(
             cfg.scheduler, optimizer, {"step": 100, "epoch": cfg.trainer.max_epochs}
         )
-        optimizer.step()
+    except Exception as exc:
+        raise ConfigError(f"scheduler: {_first_line(exc)}") from exc
+    _check_step(optimizer, cls)
+    try:
         scheduler["scheduler"].step(*([1.0] if "monitor" in scheduler else []))
     except ConfigError:
         raise

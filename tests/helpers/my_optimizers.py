@@ -1,4 +1,4 @@
-"""An optimizer of a user's own, outside the package: what ``optimizer=custom`` runs."""
+"""Optimizers of a user's own, outside the package: what ``optimizer=custom`` runs."""
 
 import torch
 from torch.optim import Optimizer
@@ -14,14 +14,27 @@ class SignSGD(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        """One update of every parameter with a gradient."""
+        """Evaluate the closure (Lightning computes the loss in it), then update every parameter
+        with a gradient; return the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                momentum = self.state[p].setdefault("momentum", torch.zeros_like(p))
-                momentum.lerp_(p.grad, 1 - group["beta"])
-                p.add_(momentum.sign(), alpha=-group["lr"])
+                if p.grad is not None:
+                    momentum = self.state[p].setdefault("momentum", torch.zeros_like(p))
+                    momentum.lerp_(p.grad, 1 - group["beta"])
+                    p.add_(momentum.sign(), alpha=-group["lr"])
+        return loss
+
+
+class ForgetsTheClosure(SignSGD):
+    """A step that never calls the closure it is given."""
+
+    def step(self, closure=None):
+        """Update without evaluating ``closure``."""
+        return super().step()
 
 
 class NotAnOptimizer:

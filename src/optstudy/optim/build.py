@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim import Optimizer
@@ -41,15 +42,13 @@ SELECTORS: dict[str, Callable[[str, nn.Parameter, str], bool]] = {
 def optimizer_class(cfg: DictConfig | Mapping[str, Any]) -> type[Optimizer]:
     """The class an optimizer config's ``_target_`` names; :class:`ConfigError` when it cannot be
     imported or is not a :class:`torch.optim.Optimizer` subclass."""
-    target = cfg.get("_target_")
+    target = str(cfg.get("_target_"))
+    module, _, name = target.rpartition(".")
     try:
-        cls = get_class(target)
-    except Exception as exc:
-        cause = exc.__cause__ or exc
-        raise ConfigError(
-            f"optimizer._target_={target} cannot be imported: {str(cause).splitlines()[0]}"
-        ) from exc
-    if not issubclass(cls, Optimizer):
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"optimizer._target_={target} cannot be imported: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
         raise ConfigError(
             f"optimizer._target_={target} is not an optimizer: it must name a "
             "torch.optim.Optimizer subclass"

@@ -212,7 +212,8 @@ def test_prepare_checks_the_classes_against_the_preset(tmp_path, capsys, monkeyp
     args = ["data=hollywood_stars", f"data.root={root}", f"paths.cache_dir={tmp_path / 'c'}"]
     assert prepare_main(args) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "error: hollywood_stars: 3 classes found but data.num_classes is 17; set data.num_classes=3"
+        "error: hollywood_stars: 3 classes found but data.num_classes is 17; set "
+        "data.num_classes=3, or null to count them from the data"
     )
 
 

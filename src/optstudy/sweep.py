@@ -138,9 +138,11 @@ class SweepCheck(Callback):
         """Before a sweep: check its launcher, then make the folder its jobs record their
         outcomes in (emptied first: a killed sweep leaves its records behind)."""
         guarded(lambda: check_launcher(config))
-        folder = Path(str(config.hydra.sweep.dir), OUTCOMES_DIR)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        guarded(lambda: check_writable(sweep_dir))
+        folder = sweep_dir / OUTCOMES_DIR
         shutil.rmtree(folder, ignore_errors=True)
-        guarded(lambda: check_writable(folder))
+        folder.mkdir()
         os.environ[OUTCOMES_ENV] = str(folder.resolve())
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:

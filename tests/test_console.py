@@ -68,6 +68,11 @@ def console(result: subprocess.CompletedProcess) -> str:
             "(python train.py -m study=smoke)",
         ),
         (
+            ["optimizer=sgd,adam"],
+            "error: optimizer=sgd,adam sweeps over several values: add -m to run them all "
+            "(python train.py -m ...), or give one value",
+        ),
+        (
             ['optimizer.lr="0.01"'],
             'error: optimizer.lr="0.01" is invalid: a string, must be a number > 0 '
             "(write optimizer.lr=0.01, without quotes)",
@@ -89,7 +94,16 @@ def console(result: subprocess.CompletedProcess) -> str:
             "data.root, or drop it to use the default places",
         ),
     ],
-    ids=["sweep-choice", "choice", "study-no-m", "quoted-lr", "trainer-key", "interval", "root"],
+    ids=[
+        "sweep-choice",
+        "choice",
+        "study-no-m",
+        "sweep-no-m",
+        "quoted-lr",
+        "trainer-key",
+        "interval",
+        "root",
+    ],
 )
 def test_a_mistake_is_one_line_and_exit_code_2_before_anything_trains(tmp_path, args, line):
     sweep_dir = tmp_path / "sweep"

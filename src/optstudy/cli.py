@@ -101,15 +101,31 @@ def _hydra_initialized() -> Iterator[None]:
         yield
 
 
+def check_sweeps(overrides: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` for the first override that sweeps (``key=a,b``), for a
+    command line without ``-m``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.is_sweep_override():
+            raise ConfigError(
+                f"{override.input_line} sweeps over several values: add -m to run them all "
+                "(python train.py -m ...), or give one value"
+            )
+
+
 def check_command_line(argv: Sequence[str]) -> None:
-    """Check the config-group choices of a ``train.py`` command line (see
-    :func:`check_choices`) before Hydra runs it: an unknown option is one ``error:`` line,
-    for a run or a sweep, and no run or sweep folder is created."""
+    """Check a ``train.py`` command line before Hydra runs it: its config-group choices (see
+    :func:`check_choices`) and, without ``-m``, that it sweeps nothing. A mistake is one
+    ``error:`` line, and no run or sweep folder is created."""
     from hydra._internal.utils import get_args_parser
 
     known, rest = get_args_parser().parse_known_args(list(argv))
+    overrides = [*known.overrides, *(a for a in rest if not a.startswith("-"))]
     with _hydra_initialized():
-        check_choices([*known.overrides, *(a for a in rest if not a.startswith("-"))])
+        check_choices(overrides)
+    if not known.multirun:
+        check_sweeps(overrides)
 
 
 def compose_job(overrides: Sequence[str] = ()) -> DictConfig:

@@ -64,8 +64,13 @@ def console(result: subprocess.CompletedProcess) -> str:
         ),
         (
             ["study=smoke"],
-            "error: study=smoke is a sweep over optimizer, scheduler, seed: add -m to run it "
-            "(python train.py -m study=smoke)",
+            "error: study=smoke is a study, many runs, not one: run it with "
+            "python -m optstudy.study run study=smoke (its runs, then its report)",
+        ),
+        (
+            ["hparams_search=lr_optuna"],
+            "error: hparams_search=lr_optuna is a search, many runs, not one: add -m to run it "
+            "(python train.py -m hparams_search=lr_optuna)",
         ),
         (
             ["optimizer=sgd,adam"],
@@ -98,6 +103,7 @@ def console(result: subprocess.CompletedProcess) -> str:
         "sweep-choice",
         "choice",
         "study-no-m",
+        "search-no-m",
         "sweep-no-m",
         "quoted-lr",
         "trainer-key",

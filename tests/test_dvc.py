@@ -1,4 +1,5 @@
-"""The DVC pipeline, for real, on the smoke study in a throw-away git repository."""
+"""The DVC pipeline of a tuned study, for real, on the smoke study in a throw-away git
+repository: prepare → tune → select → final → report."""
 
 import hashlib
 import json
@@ -21,9 +22,10 @@ ENV = {
     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     "DVC_NO_ANALYTICS": "1",
 }
-# One stage per optimizer × schedule of the smoke study; its three seeds train as one group.
-SMOKE_GROUPS = [f"{o}-constant" for o in ("sgd", "momentum", "adam")]
-SMOKE_RUNS = [f"{g}/{s}-{g}-s{s}" for g in SMOKE_GROUPS for s in (0, 1, 2)]
+# One tune and one final stage per optimizer × schedule of the smoke study.
+SMOKE_CONFIGS = [f"{o}-constant" for o in ("sgd", "momentum", "adam")]
+SMOKE_TASKS = ("digits_mlp", "digits_cnn")
+RESULTS = Path("results/smoke")
 
 
 def _run(cmd: list[str], repo: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -65,20 +67,30 @@ def test_fetched_data_is_the_version_data_dvc_records(repo):
     assert "up to date" in _run([DVC, "status", "data.dvc"], repo).stdout
 
 
+def _metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
 def test_repro_runs_every_stage(repo):
     output = repo.joinpath("first_repro.txt").read_text()
-    assert _stages_run(output) == {"prepare", "compare", *(f"train@{g}" for g in SMOKE_GROUPS)}
-    for run in SMOKE_RUNS:
-        metrics = json.loads((repo / "results" / "runs" / run / "metrics.json").read_text())
-        assert metrics["status"] == "completed" and metrics["data"] == "digits"
-        assert metrics["group"]["size"] == 3 and metrics["group"]["mode"] == "sequential"
-    metrics = sorted((repo / "results" / "report" / "metrics").iterdir())
-    assert [p.name for p in metrics] == [
-        "digits_mlp_adam_lr_0.001.json",
-        "digits_mlp_momentum_lr_0.01.json",
-        "digits_mlp_sgd_lr_0.01.json",
-    ]
-    assert all(json.loads(p.read_text())["seeds"] == 3 for p in metrics)
+    stages = {f"{phase}@{c}" for phase in ("tune", "final") for c in SMOKE_CONFIGS}
+    assert _stages_run(output) == {"prepare", "select", "report", *stages}
+    for config in SMOKE_CONFIGS:
+        for task in SMOKE_TASKS:
+            tuned = list((repo / RESULTS / "tune" / config / task).glob("*/metrics.json"))
+            final = list((repo / RESULTS / "final" / config / task).glob("*/metrics.json"))
+            seeds = {_metrics(p.parent)["seed"] for p in tuned}
+            assert len(final) == 2 and {_metrics(p.parent)["seed"] for p in final} == {1, 2}
+            assert seeds == {0, 1, 2} and len(tuned) >= 5  # the lr grid on seed 0, defaults on 1, 2
+            assert all(_metrics(p.parent)["group"]["mode"] == "sequential" for p in final)
+    selected = yaml.safe_load((repo / RESULTS / "selected.yaml").read_text())
+    assert sorted(selected) == sorted(SMOKE_CONFIGS)
+    assert all(sorted(tasks) == sorted(SMOKE_TASKS) for tasks in selected.values())
+    for config, tasks in selected.items():
+        for task, setting in tasks.items():
+            final = next((repo / RESULTS / "final" / config / task).glob("*/metrics.json"))
+            assert _metrics(final.parent)["lr"] == setting["lr"]
+    assert (repo / RESULTS / "report" / "report.html").is_file()
 
 
 def test_status_is_clean_and_a_second_repro_runs_nothing(repo):
@@ -88,24 +100,33 @@ def test_status_is_clean_and_a_second_repro_runs_nothing(repo):
 
 def test_metrics_and_plots_show(repo):
     shown = json.loads(_run([DVC, "metrics", "show", "--json"], repo).stdout)
-    sgd = shown["workspace"]["data"]["results/report/metrics/digits_mlp_sgd_lr_0.01.json"]
-    assert sgd["data"]["seeds"] == 3 and 0 < sgd["data"]["best_val_acc"] <= 1
+    data = shown["workspace"]["data"]
+    files = [f"{task}_{config}.json" for task in SMOKE_TASKS for config in SMOKE_CONFIGS]
+    assert sorted(data) == sorted(f"{RESULTS}/report/metrics/{name}" for name in files)
+    final = json.loads((repo / RESULTS / "report" / "summary.json").read_text())["final"]
+    for task in SMOKE_TASKS:
+        for config in SMOKE_CONFIGS:
+            shown_numbers = data[f"{RESULTS}/report/metrics/{task}_{config}.json"]["data"]
+            ranked = final[task][config]
+            assert shown_numbers == {
+                "seeds": 2, "test_acc": ranked["mean"], "rank": ranked["rank"]
+            }  # fmt: skip
     table = _run([DVC, "metrics", "show"], repo).stdout.splitlines()
-    assert len(table) == 1 + 3  # a header, then one row per configuration
+    assert len(table) == 1 + len(files)  # a header, then one row per task and configuration
     assert max(map(len, table)) <= 100  # as wide as a terminal, however many configurations
+    selection = json.loads((repo / RESULTS / "selection.json").read_text())
+    assert selection["adam-constant"]["digits_mlp"]["tried"] >= 3
     _run([DVC, "plots", "show", "-o", "plots_html"], repo)
-    page = (repo / "plots_html" / "index.html").read_text()
-    assert "learning_curves.png" in page and "optimizer_diagnostics.png" in page
+    assert "lr_sensitivity.png" in (repo / "plots_html" / "index.html").read_text()
 
 
-def test_changing_one_configuration_reruns_only_its_group_and_compare(repo):
+def test_changing_one_optimizer_reruns_only_its_stages_select_and_report(repo):
     config = repo / "conf" / "optimizer" / "adam.yaml"
-    config.write_text(config.read_text().replace("lr: 0.001 ", "lr: 0.002 "))
+    config.write_text(config.read_text().replace("eps: 1.0e-08", "eps: 2.0e-08"))
     ran = _stages_run(_run([DVC, "repro"], repo).stdout)
-    assert ran == {"train@adam-constant", "compare"}
-    for seed in (0, 1, 2):
-        run = repo / f"results/runs/adam-constant/{seed}-adam-constant-s{seed}"
-        assert json.loads((run / "metrics.json").read_text())["lr"] == 0.002
+    assert ran == {"tune@adam-constant", "select", "final@adam-constant", "report"}
+    run = next((repo / RESULTS / "final" / "adam-constant" / "digits_mlp").glob("*/.hydra"))
+    assert "eps: 2.0e-08" in (run / "config.yaml").read_text()
 
 
 def _locked_with(repo: Path, stage: str, dep: Path) -> bool:
@@ -119,26 +140,23 @@ def _locked_with(repo: Path, stage: str, dep: Path) -> bool:
     return any(d["path"] == str(dep.relative_to(repo)) and d["md5"] == md5 for d in deps)
 
 
-def test_a_killed_repro_finishes_without_redoing_completed_groups(repo):
+def test_a_killed_repro_finishes_without_redoing_completed_stages(repo):
     config = repo / "conf" / "optimizer" / "adam.yaml"
-    config.write_text(config.read_text().replace("lr: 0.002 ", "lr: 0.003 "))
+    config.write_text(config.read_text().replace("eps: 2.0e-08", "eps: 3.0e-08"))
     env = {**ENV, "OPTSTUDY_ROOT": str(repo)}
     proc = subprocess.Popen(
         [DVC, "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
     )  # fmt: skip
-    first = repo / "results/runs/adam-constant/2-adam-constant-s2/metrics.json"
-    deadline = time.time() + 300
-    while not (first.exists() and json.loads(first.read_text())["lr"] == 0.003):
+    deadline = time.time() + 600
+    while not _locked_with(repo, "tune@adam-constant", config):  # DVC recorded the stage
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
-    while not _locked_with(repo, "train@adam-constant", config):  # DVC recorded the stage
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = first.stat().st_mtime_ns
+    tuned = next((repo / RESULTS / "tune" / "adam-constant").rglob("metrics.json"))
+    done = tuned.stat().st_mtime_ns
     ran = _stages_run(_run([DVC, "repro"], repo).stdout)
-    assert "train@adam-constant" not in ran and "compare" in ran
-    assert first.stat().st_mtime_ns == done
+    assert "tune@adam-constant" not in ran and {"select", "report"} <= ran
+    assert tuned.stat().st_mtime_ns == done
     assert "Data and pipelines are up to date" in _run([DVC, "status"], repo).stdout

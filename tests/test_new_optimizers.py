@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from test_report import run_report
 from test_robustness import WITH_HELPERS
-from test_scale_out import ONE_PROCESS, TWO_PROCESSES, assert_same_metrics
+from test_scale_out import ONE_PROCESS, TOLERANCE, TWO_PROCESSES, assert_same_metrics
 
 from optstudy.artifacts import DIAGNOSTICS_COLUMNS as COLUMNS
 from optstudy.data import build_datamodule
@@ -241,6 +241,13 @@ def test_a_bad_optimizer_is_one_line_and_exit_2_before_training(args, message, t
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "checkpoints").exists()
 
 
+# Muon orthogonalises each update by Newton-Schulz iterations, which lift singular values near
+# zero towards one: the float-order noise of the all-reduced gradient in its weakest directions
+# grows by orders of magnitude each step (5e-5 on the final loss after 16 steps was seen).
+# 1e-3 still holds the accuracies to less than one validation example (1/216 = 0.0046).
+DDP_TOLERANCE = {"muon": 1e-3}
+
+
 @pytest.mark.parametrize("name", ["schedulefree_adamw", "muon", "prodigy"])
 def test_two_ddp_processes_end_like_one(name, tmp_path, cache_dir):
     """Schedule-Free (weights swapped around every validation and checkpoint), Muon (two kinds
@@ -252,5 +259,5 @@ def test_two_ddp_processes_end_like_one(name, tmp_path, cache_dir):
     assert run_train([*run, *ONE_PROCESS], one, cache_dir).returncode == 0
     result = run_train([*run, *TWO_PROCESSES], two, cache_dir)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert_same_metrics(read_metrics(one), read_metrics(two))
+    assert_same_metrics(read_metrics(one), read_metrics(two), DDP_TOLERANCE.get(name, TOLERANCE))
     assert _diagnostics(two)  # rank zero measured

@@ -31,12 +31,12 @@ def sweep_jobs(sweep_dir) -> list:
     return sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def assert_same_metrics(one: dict, two: dict) -> None:
-    """``two`` ended where ``one`` did, within :data:`TOLERANCE`."""
+def assert_same_metrics(one: dict, two: dict, tolerance: float = TOLERANCE) -> None:
+    """``two`` ended where ``one`` did, within ``tolerance`` (default :data:`TOLERANCE`)."""
     ends = ("status", "steps", "epochs")
     assert [two[key] for key in ends] == [one[key] for key in ends]
     for key in COMPARED:
-        expected = None if one[key] is None else pytest.approx(one[key], abs=TOLERANCE)
+        expected = None if one[key] is None else pytest.approx(one[key], abs=tolerance)
         assert two[key] == expected, key
 
 

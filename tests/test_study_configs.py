@@ -11,10 +11,15 @@ from conftest import CONF, ROOT, read_metrics, run_train
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from optstudy.cli import compose, compose_job
+from optstudy.study.__main__ import protocol_and_spaces
+from optstudy.study.protocol import configuration, defaults_jobs, final_jobs, tuning_jobs
 from optstudy.validation import validate
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-STUDIES = sorted(p.stem for p in (CONF / "study").glob("*.yaml") if p.stem != "base")
+# Every study file but the shared bases (base.yaml, tuned.yaml: not studies themselves).
+STUDIES = sorted(p.stem for p in (CONF / "study").glob("*.yaml") if p.stem not in ("base", "tuned"))
+TUNED_STUDIES = [s for s in STUDIES if "tuning:" in (CONF / "study" / f"{s}.yaml").read_text()]
+PLAIN_STUDIES = [s for s in STUDIES if s not in TUNED_STUDIES]
 # Few steps of every run: the shape of the config is tested, not its result.
 FEW_STEPS = [
     "trainer.max_epochs=1",
@@ -71,7 +76,7 @@ def test_a_named_study_is_named_after_its_file(study):
     assert cfg.get("study") is None or cfg.study.name == study
 
 
-@pytest.mark.parametrize("study", STUDIES)
+@pytest.mark.parametrize("study", PLAIN_STUDIES)
 def test_every_swept_value_of_a_study_composes_and_validates(study):
     sweep_dir, sweep = study_sweep(study)
     assert sweep_dir == f"results/{study}"
@@ -114,11 +119,11 @@ def test_cfg_job_prints_an_experiment():
 
 
 def test_studies_run_a_few_steps(tmp_path, cache_dir, tiny_mnist_dir, fashion_mnist_dir):
-    """One job of each study (its per-run settings, default optimizer and seed) in one sweep;
+    """One job of each plain study (its per-run settings, default optimizer and seed) in one sweep;
     E3's MNIST is a small real-format copy."""
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mnist").symlink_to(tiny_mnist_dir)
-    studies = [s for s in STUDIES if s not in ("e1", "e2")]
+    studies = [s for s in PLAIN_STUDIES if s not in ("e1", "e2")]
     args = ["-m", f"study={','.join(studies)}", *FEW_STEPS, f"paths.data_dir={tmp_path}/data"]
     result = run_train([*args, f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path / "r", cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -168,3 +173,20 @@ def test_optuna_searches_the_lr_and_maximises_best_val_acc(tmp_path, cache_dir):
     top = trials[best["best_trial"]]
     assert best["best_value"] == top["best_val_acc"] == max(t["best_val_acc"] for t in trials)
     assert best["best_params"] == {"optimizer.lr": top["lr"]}
+
+
+@pytest.mark.parametrize("study", TUNED_STUDIES)
+def test_every_run_of_a_tuned_study_composes_and_validates(study):
+    """Each task × optimizer of every phase (its first and last tuning setting, the defaults
+    and a final run) composes as the study sweeper composes it, and validates."""
+    protocol, spaces = protocol_and_spaces([f"study={study}"])
+    tune = list(tuning_jobs(protocol, spaces))
+    selected = {
+        configuration(job.optimizer, job.scheduler): {job.task.name: job.setting} for job in tune
+    }
+    jobs = [*tune[:: max(1, len(tune) // 12)], tune[-1], *defaults_jobs(protocol)]
+    jobs += list(final_jobs(protocol, selected))[:4]
+    for job in jobs:
+        cfg, _ = compose([f"study={study}", *job.overrides()])
+        assert (cfg.study.task, cfg.study.phase) == (job.task.name, job.phase)
+        validate(cfg)

@@ -207,7 +207,9 @@ from pathlib import Path
 from optstudy.tracking.wandb_report import log_study_report
 logging.basicConfig(level=logging.INFO)
 out = Path(sys.argv[1])
-print(log_study_report(out, "smoke", out / "summary.csv", [out / "curves.png", out / "lr.png"]))
+tables = {"summary": out / "summary.csv", "claims": out / "claims.csv"}
+verdicts = {"no_single_winner": "inconclusive", "e2_reported_accuracy": "not tested"}
+print(log_study_report(out, "smoke", tables, [out / "curves.png", out / "lr.png"], verdicts))
 """
 
 
@@ -215,6 +217,7 @@ def test_study_report_goes_to_a_report_run_of_the_study(wandb_env, tmp_path):
     from PIL import Image
 
     (tmp_path / "summary.csv").write_text("optimizer,mean_test_acc\nadam,0.91\nsgd,0.85\n")
+    (tmp_path / "claims.csv").write_text("claim,verdict\nNo optimizer wins,inconclusive\n")
     for name, size in (("curves", (64, 48)), ("lr", (32, 16))):
         Image.new("RGB", size, "white").save(tmp_path / f"{name}.png")
     result = subprocess.run(
@@ -239,11 +242,35 @@ def test_study_report_goes_to_a_report_run_of_the_study(wandb_env, tmp_path):
     table = json.loads((run_dir / "files" / logged["summary.path"]).read_text())
     assert table["columns"] == ["optimizer", "mean_test_acc"]
     assert table["data"] == [["adam", 0.91], ["sgd", 0.85]]
+    claims = json.loads((run_dir / "files" / logged["claims.path"]).read_text())
+    assert claims["data"] == [["No optimizer wins", "inconclusive"]]
+    assert report.summary["claims/no_single_winner"] == "inconclusive"
+    assert report.summary["claims/e2_reported_accuracy"] == "not tested"
     for name, size in (("curves", (64, 48)), ("lr", (32, 16))):
         key = f"plots/{name}"
         assert logged[f"{key}._type"] == "image-file"
         assert (logged[f"{key}.width"], logged[f"{key}.height"]) == size
         assert Image.open(run_dir / "files" / logged[f"{key}.path"]).size == size
+
+
+@pytest.fixture(scope="module")
+def study_run(wandb_env, tmp_path_factory, cache_dir):
+    """A run of a tuned study's final phase (its study block as the study sweeper sets it),
+    logger=wandb."""
+    run_dir = tmp_path_factory.mktemp("wandb_study") / "final" / "digits_mlp" / "0-sgd"
+    study = ["+study.name=smoke", "+study.task=digits_mlp", "+study.phase=final"]
+    args = [*DIGITS, "optimizer=sgd", *study]
+    result = run_train([*args, "seed=1", "trainer.max_epochs=1"], run_dir, cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return _only_run(run_dir)
+
+
+def test_a_study_run_is_grouped_by_study_and_tagged_with_its_task_and_phase(study_run):
+    run = study_run.run
+    assert run["run_group"] == "smoke"  # the study, not the task folder it sits in
+    assert run["tags"] == ["sgd", "constant", "mlp", "digits", "digits_mlp", "final"]
+    assert study_run.config["study"]["task"] == "digits_mlp"
+    assert study_run.config["study"]["phase"] == "final"
 
 
 def test_runs_without_wandb_do_not_import_it():
@@ -254,3 +281,26 @@ def test_runs_without_wandb_do_not_import_it():
         [sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, timeout=300
     )
     assert result.stdout.strip() == "False", result.stderr[-3000:]
+
+
+def test_report_wandb_sends_a_tuned_studys_verdicts_and_tables(wandb_env, tmp_path):
+    from test_tuned_report import write_study
+
+    write_study(tmp_path / "syn")
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "optstudy.report", str(tmp_path / "syn"), "--out", str(out),
+         "--target", "0.8", "--wandb"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = _only_run(out)
+    assert (report.run["run_group"], report.run["display_name"]) == ("syn", "syn-report")
+    (logged,) = report.history
+    for table in ("claims", "ranking", "tuneability", "profile", "summary"):
+        assert logged[f"{table}._type"] == "table-file", table
+    assert logged["plots/lr_sensitivity._type"] == "image-file"
+    claims = json.loads((out / "summary.json").read_text())["claims"]
+    assert {k.removeprefix("claims/"): v for k, v in report.summary.items()
+            if k.startswith("claims/")} == {n: c["verdict"] for n, c in claims.items()}  # fmt: skip

@@ -57,6 +57,9 @@ NOT_EXPERIMENT = (
     "paths",
     "logger",
     "launcher",
+    "study",  # the study a run belongs to, its task and phase: labels, not settings
+    "optimizer.search_space",  # the tuned study's search space, not an optimizer argument
+    "optimizer.fusable",  # whether the optimizer can train in a fused group
     "callbacks.progress_bar",
     "callbacks.lr_monitor",
     "callbacks.history",

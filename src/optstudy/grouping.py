@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -159,3 +160,26 @@ def describe(
             f"  group {group.id}: {len(group.jobs)} members (jobs {ids}), differing in "
             f"{', '.join(varying) or 'nothing'}"
         )
+
+
+class Progress:
+    """Runs done of a sweep's total, with the time spent and an estimate of the time left."""
+
+    def __init__(self, total: int, phase: str | None = None) -> None:
+        self.total, self.phase, self.finished = total, phase, 0
+        self.start = time.perf_counter()
+
+    def done(self) -> str:
+        """Count one more finished run; the progress line to log."""
+        self.finished += 1
+        spent = time.perf_counter() - self.start
+        left = spent / self.finished * (self.total - self.finished)
+        phase = f" of phase {self.phase}" if self.phase else ""
+        return (
+            f"progress: {self.finished}/{self.total} runs{phase} done, {_minutes(spent)} "
+            f"spent, about {_minutes(left)} left"
+        )
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"

@@ -3,21 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from optstudy.cli import command
 from optstudy.errors import ConfigError
 from optstudy.rundir import check_writable
-from optstudy.study.report import READING_METRICS, write_report
+from optstudy.study.profile import COSTS
+from optstudy.study.report import READING_METRICS, SENT_TABLES, write_report
 
 
 def send_report(out_dir: Path, study: str) -> Path:
-    """Log the written report's summary table and plots to W&B as the study's report run
-    (see :func:`optstudy.tracking.wandb_report.log_study_report`); return its local folder."""
+    """Log the written report to W&B as the study's report run: its tables (rankings,
+    tuneability, claims, summary), the claims' verdicts and its plots (see
+    :func:`optstudy.tracking.wandb_report.log_study_report`); return its local folder."""
     from optstudy.tracking.wandb_report import log_study_report
 
-    return log_study_report(out_dir, study, out_dir / "summary.csv", sorted(out_dir.glob("*.png")))
+    tables = {name: out_dir / f"{name}.csv" for name in SENT_TABLES}
+    claims = json.loads((out_dir / "summary.json").read_text()).get("claims", {})
+    return log_study_report(
+        out_dir,
+        study,
+        {name: path for name, path in tables.items() if path.is_file()},
+        sorted(out_dir.glob("*.png")),
+        {name: claim["verdict"] for name, claim in claims.items()},
+    )
+
+
+def study_name(out_dir: Path, first_runs: Path) -> str:
+    """The study a written report is of: its tuned study's name (summary.json), else the name
+    of the first folder of runs."""
+    name = json.loads((out_dir / "summary.json").read_text()).get("study")
+    return name or first_runs.resolve().name
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -57,13 +75,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="without --target: this share of each task's best mean best_val_acc (default 0.95)",
     )  # fmt: skip
     parser.add_argument(
+        "--profile-by", default="steps", choices=sorted(COSTS),
+        help="the time of the performance profile over tasks: optimizer steps (default) or "
+        "seconds to the validation target",
+    )  # fmt: skip
+    parser.add_argument(
         "--wandb", action="store_true",
-        help="also send the summary table and plots to W&B as the study's report run "
+        help="also send the verdicts, tables and plots to W&B as the study's report run "
         "(offline unless an API key is configured, like training runs)",
     )  # fmt: skip
     parser.add_argument(
-        "--study", help="the W&B group (study name) of the report run (default: the name of "
-        "the first RUNS folder)",
+        "--study", help="the W&B group (study name) of the report run (default: the tuned "
+        "study's name, else the name of the first RUNS folder)",
     )  # fmt: skip
     return parser.parse_args(argv)
 
@@ -78,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
             check_writable(args.out)
         except ConfigError as exc:
             raise ConfigError(f"--out: {exc}") from exc
-        written = write_report(args.runs, args.out, args.metric, args.target, args.target_fraction)
+        written = write_report(
+            args.runs, args.out, args.metric, args.target, args.target_fraction, args.profile_by
+        )
         print(f"wrote {len(written)} files to {args.out} (report: {args.out / 'report.html'})")
         if args.wandb:
-            run_dir = send_report(args.out, args.study or args.runs[0].resolve().name)
+            run_dir = send_report(args.out, args.study or study_name(args.out, args.runs[0]))
             print(f"sent the report to W&B (local run folder: {run_dir})")
 
     return command(action)

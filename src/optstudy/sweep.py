@@ -73,17 +73,24 @@ def _sweep_params(config: DictConfig) -> list[str]:
 
 
 def check_not_a_sweep(config: DictConfig) -> None:
-    """Raise :class:`ConfigError` when a single run was started with a sweep's config (a study
-    or a search: its sweeper has parameters), which only ``-m`` runs."""
-    params = _sweep_params(config)
-    if not params:
-        return
+    """Raise :class:`ConfigError` when a single run was started with a sweep's config: a study
+    (``python -m optstudy.study run`` runs it) or a search (``hparams_search``, or sweeper
+    parameters: only ``-m`` runs them)."""
     choices = config.hydra.runtime.choices
-    named = [f"{g}={choices[g]}" for g in ("study", "hparams_search") if choices.get(g)]
-    what = " ".join(named) or f"hydra.sweeper.params ({', '.join(params)})"
+    study = choices.get("study")
+    if study:
+        raise ConfigError(
+            f"study={study} is a study, many runs, not one: run it with "
+            f"python -m optstudy.study run study={study} (its runs, then its report)"
+        )
+    search = choices.get("hparams_search")
+    params = _sweep_params(config)
+    if not (search or params):
+        return
+    what = f"hparams_search={search}" if search else f"hydra.sweeper.params ({', '.join(params)})"
     raise ConfigError(
-        f"{what} is a sweep over {', '.join(params)}: add -m to run it "
-        f"(python train.py -m {' '.join(named) or '...'})"
+        f"{what} is a search, many runs, not one: add -m to run it "
+        f"(python train.py -m {what if search else '...'})"
     )
 
 

@@ -227,6 +227,8 @@ def validate(cfg: DictConfig) -> None:
         scheduler = build_scheduler(
             cfg.scheduler, optimizer, {"step": 100, "epoch": cfg.trainer.max_epochs}
         )
+    except ConfigError:
+        raise
     except Exception as exc:
         raise ConfigError(f"scheduler: {_first_line(exc)}") from exc
     _check_step(optimizer, cls)

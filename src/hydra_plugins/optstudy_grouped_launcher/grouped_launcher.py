@@ -14,10 +14,10 @@ from pathlib import Path
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from optstudy.errors import ConfigError
-from optstudy.grouping import MODES, GroupInfo, describe, in_group, plan_groups
+from optstudy.grouping import MODES, GroupInfo, Progress, describe, in_group, plan_groups
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class GroupedLauncher(Launcher):
         for line in describe(groups, configs, numbers):
             log.info(line)
         results: dict[int, JobReturn] = {}
+        progress = Progress(len(configs), OmegaConf.select(configs[0], "study.phase"))
         for group in groups:
             for member, index in enumerate(group.jobs):
                 info = GroupInfo(group.id, len(group.jobs), "sequential", member)
@@ -94,4 +95,5 @@ class GroupedLauncher(Launcher):
                         job_subdir_key="hydra.sweep.subdir",
                     )
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+                log.info(progress.done())
         return [results[i] for i in range(len(job_overrides))]

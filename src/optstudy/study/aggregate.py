@@ -10,13 +10,16 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-from scipy import stats
 
 from optstudy.artifacts import TASK_GROUPS, task_label
 from optstudy.study.collect import CHOICE_PREFIX, CONFIG_PREFIX, Study
+from optstudy.study.protocol import configuration
+from optstudy.study.stats import interval
 
-TASK_COLUMNS = list(TASK_GROUPS)
-BASE_COLUMNS = [*TASK_COLUMNS, "optimizer", "scheduler", "lr"]
+# The task of a run (see task_labels), then what else always tells configurations apart: the
+# phase of a tuned study (tune, defaults, final; None in a plain sweep) and the choices.
+TASK_COLUMNS = ["task"]
+BASE_COLUMNS = [*TASK_COLUMNS, "phase", *TASK_GROUPS, "optimizer", "scheduler", "lr"]
 # Run values summarised over the seeds of a configuration.
 STAT_METRICS = (
     "best_val_acc",
@@ -25,6 +28,7 @@ STAT_METRICS = (
     "final_val_loss",
     "final_train_loss",
     "epochs_to_target",
+    "steps_to_target",
     "seconds_to_target",
     "train_time_s",
 )
@@ -35,9 +39,14 @@ TARGET_FRACTION = 0.95
 
 
 def task_labels(frame: pd.DataFrame) -> pd.Series:
-    """The task (:func:`~optstudy.artifacts.task_label`) of every row of ``frame``."""
+    """The task of every row of ``frame``: its tuned study's task name (``study_task``) when it
+    has one, else :func:`~optstudy.artifacts.task_label` of its data and model."""
+    named = frame["study_task"] if "study_task" in frame else pd.Series(None, index=frame.index)
     return pd.Series(
-        [task_label(*values) for values in frame[TASK_COLUMNS].itertuples(index=False)],
+        [
+            name if isinstance(name, str) else task_label(data, model)
+            for name, data, model in zip(named, frame["data"], frame["model"], strict=True)
+        ],
         index=frame.index,
         dtype=object,
     )
@@ -67,20 +76,19 @@ def mean_std_ci(values: pd.Series) -> dict[str, float]:
     n = len(values)
     mean = values.mean() if n else math.nan
     std = values.std(ddof=1) if n > 1 else math.nan
-    low, high = math.nan, math.nan
-    if n > 1:
-        half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
-        low, high = mean - half, mean + half
+    low, high = interval(values, 0.95)
     return {"mean": mean, "std": std, "ci95_low": low, "ci95_high": high}
 
 
 def task_targets(runs: pd.DataFrame, target: float | None, fraction: float) -> pd.Series:
     """Target validation accuracy per task: ``target`` when given, else ``fraction`` × the
-    best mean ``best_val_acc`` of the task's configurations."""
+    best mean ``best_val_acc`` of the task's configurations (in a tuned study, of its final
+    runs: the tuned configurations on their fresh seeds)."""
     tasks = pd.MultiIndex.from_frame(runs[TASK_COLUMNS].drop_duplicates())
     if target is not None:
         return pd.Series(target, index=tasks, name="target_acc")
-    completed = runs[runs["status"] == "completed"]
+    final = runs["phase"] == "final"
+    completed = runs[(runs["status"] == "completed") & (final if final.any() else True)]
     best = (
         completed.groupby(config_columns(runs), dropna=False)[SELECTION_METRIC]
         .mean()
@@ -92,15 +100,22 @@ def task_targets(runs: pd.DataFrame, target: float | None, fraction: float) -> p
 
 def time_to_target(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
     """Per completed run (index ``run``): ``epochs_to_target`` (epochs trained when val_acc
-    first reached the run's ``target_acc``) and ``seconds_to_target`` (training seconds by
-    then); runs that never reached it are absent."""
-    history = histories.merge(runs[["run", "status", "target_acc"]], on="run")
+    first reached the run's ``target_acc``), ``steps_to_target`` (optimizer steps by then: its
+    steps per epoch from metrics.json × those epochs) and ``seconds_to_target`` (training
+    seconds by then); runs that never reached it are absent."""
+    columns = ["run", "status", "target_acc", "steps", "epochs"]
+    history = histories.merge(runs[columns], on="run")
     reached = history[
         (history["status"] == "completed") & (history["val_acc"] >= history["target_acc"])
     ]
     first = reached.sort_values("epoch").groupby("run").first()
+    epochs = first["epoch"] + 1
     return pd.DataFrame(
-        {"epochs_to_target": first["epoch"] + 1, "seconds_to_target": first["elapsed_s"]}
+        {
+            "epochs_to_target": epochs,
+            "steps_to_target": epochs * first["steps"] / first["epochs"],
+            "seconds_to_target": first["elapsed_s"],
+        }
     )
 
 
@@ -113,21 +128,26 @@ def _label(row: pd.Series, columns: list[str]) -> str:
 def prepare_runs(
     study: Study, target: float | None = None, target_fraction: float = TARGET_FRACTION
 ) -> pd.DataFrame:
-    """``study.runs`` plus ``task`` (``<data>/<model>``), ``config`` (a short name of the
+    """``study.runs`` plus ``task`` (see :func:`task_labels`), ``config`` (a short name of the
     configuration, e.g. ``adam`` or ``sgd lr=0.1 scheduler=exp_formula``: the optimizer and
     every other non-task configuration column that varies, ``cfg.``/``choice.`` dropped),
-    ``lr_group`` (the same without the lr), ``target_acc``, ``epochs_to_target`` and
+    ``lr_group`` (the same without the lr), ``configuration`` (``<optimizer>-<scheduler>``, what
+    a tuned study compares), ``target_acc``, ``epochs_to_target``, ``steps_to_target`` and
     ``seconds_to_target`` (see :func:`task_targets`, :func:`time_to_target`)."""
     runs = study.runs.copy()
+    runs["task"] = task_labels(runs)
+    runs["configuration"] = [
+        configuration(o, s) for o, s in zip(runs["optimizer"], runs["scheduler"], strict=True)
+    ]
     columns = config_columns(runs)
     named = [
         c
         for c in columns
-        if c not in (*TASK_COLUMNS, "optimizer") and runs[c].nunique(dropna=False) > 1
+        if c not in (*TASK_COLUMNS, *TASK_GROUPS, "phase", "optimizer")
+        and runs[c].nunique(dropna=False) > 1
     ]
     display = runs.rename(columns={c: _display_name(c) for c in named})
     named = [_display_name(c) for c in named]
-    runs["task"] = task_labels(runs)
     runs["config"] = display.apply(_label, axis=1, columns=named)
     runs["lr_group"] = display.apply(_label, axis=1, columns=[c for c in named if c != "lr"])
     runs = runs.join(task_targets(runs, target, target_fraction), on=TASK_COLUMNS)
@@ -169,11 +189,12 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     )
     counts = ["runs", "seeds", "diverged", "incomplete", "reached_target"]
     summary[counts] = summary[counts].astype(int)
-    summary.insert(0, "task", task_labels(summary))
     score = summary[f"{SELECTION_METRIC}_mean"]
     by_lr_group = summary.groupby([*TASK_COLUMNS, "lr_group"], dropna=False)
     summary["lrs_tried"] = by_lr_group["lr"].transform("nunique")
     summary["best_lr"] = score.notna() & (score == by_lr_group[score.name].transform("max"))
     return summary.sort_values(
-        [*TASK_COLUMNS, score.name], ascending=[True, True, False], na_position="last"
+        [*TASK_COLUMNS, score.name],
+        ascending=[True] * len(TASK_COLUMNS) + [False],
+        na_position="last",
     ).reset_index(drop=True)

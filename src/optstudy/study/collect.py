@@ -48,7 +48,9 @@ class Study:
     """All runs found under some paths.
 
     ``runs``: one row per run directory: ``run`` (its path), ``status`` (completed, diverged or
-    incomplete), ``seed``, ``lr``, the metrics.json fields of
+    incomplete), ``seed``, ``lr``, ``study``, ``phase`` and ``study_task`` (a tuned study's
+    name, phase and task name, else None), ``job`` (its number in its sweep, from Hydra; None
+    for a single run), the metrics.json fields of
     :data:`~optstudy.artifacts.METRIC_FIELDS`, the choices of
     :data:`~optstudy.artifacts.CHOICE_GROUPS`, the other config-group choices as
     ``choice.<group>`` and every hyper-parameter as ``cfg.<dotted key>`` (the seed and the
@@ -89,12 +91,17 @@ def _flat_config(config: DictConfig) -> dict[str, Any]:
     }
 
 
-def _choices(run_dir: Path) -> dict[str, str]:
-    """The config-group choices Hydra recorded for the run (empty without hydra.yaml)."""
+def _hydra(run_dir: Path) -> DictConfig | None:
+    """Hydra's own config of the run (None without hydra.yaml)."""
     hydra_yaml = run_dir / HYDRA_FILE
-    if not hydra_yaml.is_file():
+    return OmegaConf.load(hydra_yaml).hydra if hydra_yaml.is_file() else None
+
+
+def _choices(hydra: DictConfig | None) -> dict[str, str]:
+    """The config-group choices Hydra recorded for the run (empty without hydra.yaml)."""
+    if hydra is None:
         return {}
-    choices = OmegaConf.load(hydra_yaml).hydra.runtime.choices
+    choices = hydra.runtime.choices
     return {
         group: option
         for group, option in choices.items()
@@ -106,14 +113,19 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     """One row of :attr:`Study.runs` for ``run_dir``."""
     config = OmegaConf.load(run_dir / CONFIG_FILE)
     metrics = read_metrics(run_dir) or {}
+    hydra = _hydra(run_dir)
     row: dict[str, Any] = {
         "run": str(run_dir),
         "status": metrics.get("status", INCOMPLETE),
         "seed": config.get("seed"),
         "lr": OmegaConf.select(config, "optimizer.lr"),
+        "study": OmegaConf.select(config, "study.name"),  # a tuned study's name
+        "phase": OmegaConf.select(config, "study.phase"),  # tune, defaults, final (tuned study)
+        "study_task": OmegaConf.select(config, "study.task"),
+        "job": OmegaConf.select(hydra, "job.num") if hydra is not None else None,  # in its sweep
     }
     row.update({key: metrics.get(key) for key in METRIC_FIELDS})
-    choices = _choices(run_dir)
+    choices = _choices(hydra)
     row.update({group: choices.get(group, metrics.get(group)) for group in CHOICE_GROUPS})
     if row["optimizer"] == CUSTOM_OPTIMIZER:  # a user's own class: named by its import path
         row["optimizer"] = OmegaConf.select(config, "optimizer._target_")

@@ -1,39 +1,71 @@
 """The automatic reading of a study: which configurations differ from the best of their task
-by more than seed noise (Welch's t-test over seeds)."""
+by more than seed noise (Welch's t-test over seeds, Holm-corrected over the task's
+comparisons)."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
-from scipy import stats
 
-# Significance level of the tests; no correction for the number of comparisons.
-ALPHA = 0.05
+from optstudy.study.stats import ALPHA, holm, welch
 
-
-def _welch_p(a: pd.Series, b: pd.Series) -> float:
-    """Two-sided p-value of Welch's t-test; NaN when either side has fewer than two values or
-    both are constant."""
-    a, b = a.dropna(), b.dropna()
-    if len(a) < 2 or len(b) < 2 or (a.std() == 0 and b.std() == 0):
-        return math.nan
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+VERDICTS = ("best", "within seed noise", "worse beyond seed noise")
+CANNOT_TELL = "cannot tell (fewer than 2 seeds)"
 
 
-def _verdict(p_value: float, seeds: int) -> str:
+def _verdict(p_holm: float, seeds: int) -> str:
     if seeds == 0:
         return "no completed run"
-    if math.isnan(p_value):
-        return "cannot tell (fewer than 2 seeds)"
-    return "within seed noise" if p_value >= ALPHA else "worse beyond seed noise"
+    if math.isnan(p_holm):
+        return CANNOT_TELL
+    return VERDICTS[1] if p_holm >= ALPHA else VERDICTS[2]
+
+
+def _task_rows(group: pd.DataFrame, values: dict) -> list[dict]:
+    """The comparison rows of one task's configurations (``values``: config → its values)."""
+    if not group["mean"].notna().any():
+        return [{**row, "difference": math.nan, "p_value": math.nan, "p_holm": math.nan,
+                 "comparisons": 0, "verdict": _verdict(math.nan, row["seeds"])}
+                for _, row in group.iterrows()]  # fmt: skip
+    best = group.loc[group["mean"].idxmax(), "config"]
+    empty = pd.Series(dtype=float)
+    tests = {
+        row["config"]: welch(values.get(row["config"], empty), values[best])
+        for _, row in group.iterrows()
+        if row["config"] != best
+    }
+    p_values = np.array([t.p_value for t in tests.values()])
+    adjusted = dict(zip(tests, holm(p_values), strict=True))
+    compared = int((~np.isnan(p_values)).sum())
+    rows = []
+    for _, row in group.iterrows():
+        config = row["config"]
+        if config == best:
+            rows.append({**row, "difference": 0.0, "p_value": math.nan, "p_holm": math.nan,
+                         "comparisons": compared, "verdict": VERDICTS[0]})  # fmt: skip
+            continue
+        rows.append(
+            {
+                **row,
+                "difference": tests[config].difference,
+                "p_value": tests[config].p_value,
+                "p_holm": adjusted[config],
+                "comparisons": compared,
+                "verdict": _verdict(adjusted[config], row["seeds"]),
+            }
+        )
+    return rows
 
 
 def compare_to_best(summary: pd.DataFrame, runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per task, each configuration against the one with the best mean ``metric``: columns
-    ``task``, ``config``, ``seeds``, ``mean``, ``std``, ``difference`` (to the best), ``p_value``
-    and ``verdict`` (best, within seed noise, worse beyond seed noise, cannot tell...).
-    ``summary`` comes from :func:`~optstudy.study.aggregate.summarize` over ``runs``."""
+    ``task``, ``config``, ``seeds``, ``mean``, ``std``, ``difference`` (to the best),
+    ``p_value`` (Welch), ``p_holm`` (Holm-adjusted over the task's ``comparisons``: the
+    configurations with a p-value) and ``verdict`` (best, within seed noise, worse beyond seed
+    noise, cannot tell...). ``summary`` comes from
+    :func:`~optstudy.study.aggregate.summarize` over ``runs``."""
     table = pd.DataFrame(
         {
             "task": summary["task"],
@@ -44,23 +76,11 @@ def compare_to_best(summary: pd.DataFrame, runs: pd.DataFrame, metric: str) -> p
         }
     )
     completed = runs[runs["status"] == "completed"]
-    values = {name: group[metric] for name, group in completed.groupby(["task", "config"])}
     rows = []
     for task, group in table.groupby("task", sort=False):
-        best = group.loc[group["mean"].idxmax()] if group["mean"].notna().any() else None
-        for _, row in group.iterrows():
-            if best is not None and row["config"] == best["config"]:
-                rows.append({**row, "difference": 0.0, "p_value": math.nan, "verdict": "best"})
-                continue
-            empty = pd.Series(dtype=float)
-            p_value = (
-                _welch_p(values.get((task, row["config"]), empty), values[(task, best["config"])])
-                if best is not None
-                else math.nan
-            )
-            difference = row["mean"] - best["mean"] if best is not None else math.nan
-            verdict = _verdict(p_value, row["seeds"])
-            rows.append({**row, "difference": difference, "p_value": p_value, "verdict": verdict})
+        task_runs = completed[completed["task"] == task]
+        values = {name: g[metric] for name, g in task_runs.groupby("config")}
+        rows += _task_rows(group, values)
     return pd.DataFrame(rows)
 
 
@@ -81,11 +101,11 @@ def reading(comparison: pd.DataFrame, summary: pd.DataFrame, metric: str) -> lis
         worse = group[group["verdict"] == "worse beyond seed noise"]
         unclear = group[group["verdict"].str.startswith("cannot tell")]
         if not noise.empty:
-            names = ", ".join(f"{r.config} (p={r.p_value:.3f})" for r in noise.itertuples())
+            names = ", ".join(f"{r.config} (p={r.p_holm:.3f})" for r in noise.itertuples())
             text += f" Within seed noise of it: {names}."
         if not worse.empty:
             names = ", ".join(
-                f"{r.config} ({r.difference:+.4f}, p={r.p_value:.3f})" for r in worse.itertuples()
+                f"{r.config} ({r.difference:+.4f}, p={r.p_holm:.3f})" for r in worse.itertuples()
             )
             text += f" Worse beyond seed noise: {names}."
         if not unclear.empty:
@@ -96,9 +116,11 @@ def reading(comparison: pd.DataFrame, summary: pd.DataFrame, metric: str) -> lis
         if not hit.empty:
             names = ", ".join(f"{r.config} ({r[column]} of {r.runs})" for _, r in hit.iterrows())
             sentences.append(f"Runs that {what}: {names}; they are left out of every mean.")
+    counts = comparison.groupby("task", sort=False)["comparisons"].first()
+    covered = ", ".join(f"{n} in {task}" for task, n in counts.items())
     sentences.append(
-        f"Welch's t-test over seeds at α = {ALPHA}, each configuration against its task's best, "
-        "without correction for multiple comparisons; with few seeds a real difference can "
-        "still read as noise."
+        f"Welch's t-test over seeds at α = {ALPHA}, each configuration against its task's best; "
+        f"p-values Holm-corrected within each task (comparisons: {covered}); with few seeds a "
+        "real difference can still read as noise."
     )
     return sentences

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from matplotlib.ticker import MaxNLocator
 from optstudy.artifacts import WHOLE_MODEL
 from optstudy.atomic import atomic_write
 from optstudy.study.collect import load_lr_steps
+from optstudy.study.profile import profile_scores, rho
 
 # Line styles cycled so that configurations with equal values stay visible.
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -180,25 +180,50 @@ def time_to_target_bars(summary: pd.DataFrame) -> Figure:
     return figure
 
 
-def performance_profile(summary: pd.DataFrame) -> Figure:
-    """Dolan–Moré performance profile over tasks: for each lr-group at its best lr, the share
-    of tasks it reached the target within τ × the fastest lr-group's epochs to target (a group
-    that missed the target on any seed, or did not run a task, counts as never)."""
-    best = summary[summary["best_lr"]].copy()
-    all_seeds = (best["reached_target"] == best["runs"]) & (best["runs"] > 0)
-    best["cost"] = best["epochs_to_target_mean"].where(all_seeds, math.inf)
-    cost = best.pivot_table(index="task", columns="lr_group", values="cost", aggfunc="min")
-    ratio = cost.fillna(math.inf).div(cost.min(axis=1), axis=0)
-    finite = ratio.replace(math.inf, np.nan).max().max()
-    taus = np.geomspace(1.0, max(2.0, 1.2 * (finite if np.isfinite(finite) else 1.0)), 200)
+def tuning_sensitivity(settings: pd.DataFrame, selected: pd.Series, metric: str) -> Figure:
+    """The tuning score (``metric`` on validation, mean over the tuning seeds) against the lr,
+    log x, one line per configuration, one panel per task, from the tuning runs' ``settings``
+    (see ``tuneability.setting_scores``; with other searched arguments, the best of them at
+    each lr). A setting whose runs diverged or failed is a × at the bottom; the lr its final
+    runs use (``selected``: (task, configuration) → lr) is a star."""
+    tasks = list(dict.fromkeys(settings["task"]))
+    figure, axes = _axes_per_task(
+        tasks, f"lr sensitivity in tuning: {metric} (×: diverged, ★: selected)"
+    )
+    for ax, task in zip(axes, tasks, strict=True):
+        rows = settings[settings["task"] == task]
+        for config, group in rows.groupby("configuration", sort=True):
+            trained = group[group["trained"]].groupby("lr")["score"].max()
+            (line,) = ax.plot(trained.index, trained, marker="o", label=config)
+            failed = sorted(set(group["lr"]) - set(trained.index))
+            ax.scatter(failed, [0.03] * len(failed), marker="x", color=line.get_color(),
+                       transform=ax.get_xaxis_transform())  # fmt: skip
+            lr = selected.get((task, config))
+            if lr is not None and lr in trained.index:
+                ax.scatter([lr], [trained[lr]], marker="*", s=180, color=line.get_color(),
+                           edgecolor="black", zorder=3)  # fmt: skip
+        ax.set(xscale="log", xlabel="lr", ylabel=metric)
+        ax.legend(fontsize="small")
+    return figure
+
+
+def performance_profile(ratios: pd.DataFrame, r_max: float, cost: str) -> Figure:
+    """AlgoPerf-style performance profile (see ``study.profile``): ρ(τ), the share of tasks a
+    configuration (column of ``ratios``) reached the target within τ × the fastest's ``cost``,
+    for τ from 1 up to ``r_max`` (excluded: there a configuration that never reached the
+    target would count as reaching it); the legend gives each one's score."""
+    taus = np.linspace(1.0, r_max, 301)[:-1]
+    shares = rho(ratios, taus)
+    scores = profile_scores(ratios, r_max)
     figure = Figure(figsize=(7, 4), layout="constrained")
     ax = figure.subplots()
-    for group in ratio.columns:
-        share = [(ratio[group] <= tau).mean() for tau in taus]
-        ax.step(taus, share, where="post", label=group)
-    ax.set_xscale("log", base=2)
-    ax.set(xlabel="τ (epochs to target / best)", ylabel="share of tasks", ylim=(-0.02, 1.02))
-    ax.set_title(f"performance profile over {len(ratio)} tasks")
+    for number, config in enumerate(scores.index):
+        style = LINE_STYLES[number % len(LINE_STYLES)]
+        label = f"{config} (score {scores[config]:.2f})"
+        ax.step(taus, shares[config], where="post", linestyle=style, label=label)
+    ax.set(xlabel=f"τ ({cost} to target / fastest)", ylabel="share of tasks", xlim=(1.0, r_max))
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"performance profile over {len(ratios)} tasks (r_max = {r_max:g})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return figure

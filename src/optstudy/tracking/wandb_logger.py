@@ -37,7 +37,7 @@ def build_wandb_logger(
     name: str,
     job_type: str,
     group: str | None = None,
-    tags: Sequence[str] = (),
+    tags: Sequence[str | None] = (),
     project: str = "optstudy",
     offline: bool = False,
     init_timeout: float = 10.0,
@@ -68,7 +68,7 @@ def build_wandb_logger(
         "group": group or Path(save_dir).resolve().parent.name,
         "job_type": job_type,
         "name": name,
-        "tags": list(tags),
+        "tags": [tag for tag in tags if tag is not None],
     }
     mode, reason = choose_mode(offline)
     if mode == "online":

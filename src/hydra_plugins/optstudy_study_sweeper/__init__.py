@@ -1,0 +1,1 @@
+"""Hydra sweeper plugin of optstudy: ``hydra/sweeper=study`` runs a phase of a tuned study."""

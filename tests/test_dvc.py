@@ -99,8 +99,9 @@ def test_status_is_clean_and_a_second_repro_runs_nothing(repo):
 
 
 def test_metrics_and_plots_show(repo):
-    shown = json.loads(_run([DVC, "metrics", "show", "--json"], repo).stdout)
-    data = shown["workspace"]["data"]
+    # One revision: "" (DVC names the workspace "workspace" only next to other revisions).
+    (shown,) = json.loads(_run([DVC, "metrics", "show", "--json"], repo).stdout).values()
+    data = shown["data"]
     files = [f"{task}_{config}.json" for task in SMOKE_TASKS for config in SMOKE_CONFIGS]
     assert sorted(data) == sorted(f"{RESULTS}/report/metrics/{name}" for name in files)
     final = json.loads((repo / RESULTS / "report" / "summary.json").read_text())["final"]

@@ -157,9 +157,7 @@ def test_pickles_from_numpy_1_load_too():
 
 
 def test_nothing_found_names_every_place_and_the_fix(tmp_path):
-    source = CifarSource(
-        root=str(tmp_path / "a"), search_dirs=[str(tmp_path / "b")], download=False
-    )
+    source = CifarSource(search_dirs=[str(tmp_path / "a"), str(tmp_path / "b")], download=False)
     with pytest.raises(
         DataError, match=rf"cifar10 not found: .* in: {tmp_path}/a, {tmp_path}/b\. Set data.root"
     ):

@@ -178,7 +178,7 @@ def test_optimizer_defaults_are_the_library_defaults():
         for key, value in factory.keywords.items():
             if (
                 name in ("sgd", "momentum", "nesterov") and key in ("lr", "momentum", "nesterov")
-            ) or (name == "adamw" and key == "weight_decay"):
+            ) or (name in ("adamw", "adam_l2") and key == "weight_decay"):  # adam_l2: E5's λ
                 continue
             default = defaults[key].default
             default = list(default) if isinstance(default, tuple) else default

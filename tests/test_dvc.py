@@ -25,7 +25,6 @@ ENV = {
 SMOKE_CONFIGS = [f"{o}-constant" for o in ("sgd", "adam")]
 SMOKE_TASKS = ("digits_mlp", "digits_cnn")
 RESULTS = Path("results/smoke")
-PHASES = ("final", "defaults")  # the phases summary.json ranks
 
 
 def _run(cmd: list[str], repo: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -93,12 +92,26 @@ def test_status_is_clean_and_a_second_repro_runs_nothing(repo):
 
 
 def test_metrics_and_plots_show(repo):
-    shown = json.loads(_run([DVC, "metrics", "show", "--json"], repo).stdout)
-    # The one revision shown is the workspace (keyed "" by DVC 3.6x, "workspace" before).
-    (workspace,) = shown.values()
-    data = workspace["data"]
-    assert set(data) >= {"results/smoke/selection.json", "results/smoke/report/summary.json"}
-    selection = data["results/smoke/selection.json"]["data"]
+    # One revision: "" (DVC names the workspace "workspace" only next to other revisions).
+    (shown,) = json.loads(_run([DVC, "metrics", "show", "--json"], repo).stdout).values()
+    data = shown["data"]
+    files = [f"{task}_{config}.json" for task in SMOKE_TASKS for config in SMOKE_CONFIGS]
+    report = sorted(f"{RESULTS}/report/metrics/{name}" for name in files)
+    assert sorted(data) == sorted([*report, f"{RESULTS}/selection.json"])
+    final = json.loads((repo / RESULTS / "report" / "summary.json").read_text())["final"]
+    for task in SMOKE_TASKS:
+        for config in SMOKE_CONFIGS:
+            shown_numbers = data[f"{RESULTS}/report/metrics/{task}_{config}.json"]["data"]
+            ranked = final[task][config]
+            assert shown_numbers == {
+                "seeds": 2, "test_acc": ranked["mean"], "rank": ranked["rank"]
+            }  # fmt: skip
+    # The report's metrics (selection.json, the select stage's, is one wide row of its own).
+    table = _run([DVC, "metrics", "show", f"{RESULTS}/report/metrics"], repo).stdout
+    table = table.splitlines()
+    assert len(table) == 1 + len(files)  # a header, then one row per task and configuration
+    assert max(map(len, table)) <= 100  # as wide as a terminal, however many configurations
+    selection = data[f"{RESULTS}/selection.json"]["data"]
     assert selection["adam-constant"]["digits_mlp"]["tried"] >= 3
     _run([DVC, "plots", "show", "-o", "plots_html"], repo)
     assert "lr_sensitivity.png" in (repo / "plots_html" / "index.html").read_text()
@@ -116,15 +129,16 @@ def test_changing_one_optimizer_reruns_only_its_stages_select_and_report(repo):
 
 def test_metrics_and_plots_diff_show_what_the_change_changed(repo):
     """After the Adam change above, against the commit of the first repro (its dvc.lock; the
-    files themselves come from DVC's cache): Adam's means differ, the other optimizers' runs
-    (not rerun) keep theirs, and both revisions of each plot are there and differ."""
+    files themselves come from DVC's cache): Adam's test accuracies differ, the other
+    optimizers' (not rerun) keep theirs, and both revisions of each plot are there and differ."""
     diff = json.loads(_run([DVC, "metrics", "diff", "--json"], repo).stdout)
-    changed = diff[str(RESULTS / "report" / "summary.json")]
-    means = {key for key in changed if key.endswith(".mean")}
-    adam = {f"{phase}.{task}.adam-constant.mean" for phase in PHASES for task in SMOKE_TASKS}
-    assert means == adam, means  # rank and p-value of the others may move, not their means
-    for key in adam:
-        assert changed[key]["old"] != changed[key]["new"] and changed[key]["old"] is not None
+    report = RESULTS / "report" / "metrics"
+    moved = {path for path, keys in diff.items() if "test_acc" in keys}
+    adam = {f"{report}/{task}_adam-constant.json" for task in SMOKE_TASKS}
+    assert moved == adam, moved  # the others' ranks may move, not their accuracies
+    for path in adam:
+        change = diff[path]["test_acc"]
+        assert change["old"] is not None and change["old"] != change["new"]
     shown = json.loads(_run([DVC, "plots", "diff", "--json", "-o", "diff_html"], repo).stdout)
     for name in ("learning_curves-1.png", "lr_sensitivity.png"):
         images = {i["revisions"][0]: i["url"] for i in shown["data"][f"{RESULTS}/report/{name}"]}

@@ -215,6 +215,7 @@ DIRECTIONS = {
     "rmsprop": lambda o, p, b: b["grad"],
     "adam": _bias_corrected_first_moment,
     "adamw": _bias_corrected_first_moment,
+    "adam_l2": _bias_corrected_first_moment,  # m is built on g + λθ: the same rule
     "nadam": _nadam_direction,
     "adamax": _bias_corrected_first_moment,
     "radam": _bias_corrected_first_moment,

@@ -3,6 +3,7 @@ member writing the run directory it would have written alone."""
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -153,6 +154,10 @@ def test_diverging_and_failing_members_do_not_stop_their_group(tmp_path, cache_d
     }
     assert status == {"0-sgd-constant-s0": "completed", "2-sgd-constant-s0": "diverged"}
     assert result.stderr.count("planned crash at step 1") == 2  # both seed-1 members, each once
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: 2 of 4 jobs failed (1-sgd-constant-s1, 3-sgd-constant-s1): see their train.log "
+        f"in {tmp_path}"
+    )
     assert read_metrics(runs[2])["group"]["member"] == 2
 
 
@@ -160,7 +165,11 @@ def test_sigterm_stops_the_group_and_the_same_command_resumes_it(grouped, tmp_pa
     args = [*JOB, SEEDS, *SIGTERM_IN_SEED_1]
     first = sweep(args, tmp_path, cache_dir, env=WITH_HELPERS)
     assert first.returncode == 143
-    assert "interrupted: SIGTERM at step 27" in first.stderr
+    (line,) = [line for line in first.stderr.splitlines() if line.startswith("interrupted:")]
+    assert line.startswith("interrupted: SIGTERM at step 27; checkpoint saved: ")
+    resume = ["python", str(ROOT / "train.py"), "-m", "launcher=grouped", *args, *QUIET]
+    resume += [f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path}"]
+    assert line.endswith(f"; to resume, run: {shlex.join(resume)}")  # what the second run is
     runs = members(tmp_path)
     assert [p.name for p in runs] == ["0-adam-constant-s0", "1-adam-constant-s1"]  # s2 not begun
     assert (runs[0] / "metrics.json").exists() and not (runs[1] / "metrics.json").exists()

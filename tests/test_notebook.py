@@ -1,5 +1,7 @@
 """notebooks/compare_optimizers.ipynb runs top to bottom on a real sweep."""
 
+import os
+
 import nbformat
 from conftest import ROOT
 from nbclient import NotebookClient
@@ -8,7 +10,8 @@ NOTEBOOK = ROOT / "notebooks" / "compare_optimizers.ipynb"
 
 
 def test_notebook_shows_the_comparison_of_a_sweep(fashion_sweep, monkeypatch):
-    monkeypatch.setenv("OPTSTUDY_STUDY_DIR", str(fashion_sweep))
+    # Relative to the project folder, as typed there; the kernel runs in notebooks/.
+    monkeypatch.setenv("OPTSTUDY_STUDY_DIR", os.path.relpath(fashion_sweep, ROOT))
     monkeypatch.setenv("OPTSTUDY_ROOT", str(ROOT))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(

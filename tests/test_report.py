@@ -68,6 +68,9 @@ def test_a_failed_or_diverged_job_does_not_stop_the_sweep(digits_sweep):
     assert f"error: job {jobs[2]} failed, the sweep goes on: optimizer.lr=-1 is invalid" in (
         result.stderr
     )
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: 1 of 3 jobs failed (2-sgd-constant-s0): see their train.log in {sweep_dir}"
+    )
 
 
 def _summary(report: Path) -> pd.DataFrame:
@@ -83,6 +86,21 @@ def test_summary_has_one_row_per_configuration(report):
         ("fashion_mnist", "adam", 0.001, 2),
         ("fashion_mnist", "sgd", 0.01, 2),
     ]
+
+
+def test_dvc_metrics_are_one_small_file_per_configuration(report):
+    summary = _summary(report)
+    files = {p.name: json.loads(p.read_text()) for p in (report / "metrics").iterdir()}
+    assert len(files) == len(summary) == 5
+    sgd = files["fashion_mnist_lenet5_sgd_lr_0.01.json"]
+    row = summary.query("data == 'fashion_mnist' and optimizer == 'sgd'").iloc[0]
+    assert sgd == {
+        "seeds": 2,
+        "diverged": 0,
+        "best_val_acc": pytest.approx(row["best_val_acc_mean"]),
+        "test_acc": pytest.approx(row["test_acc_mean"]),
+    }
+    assert files["digits_mlp_sgd_lr_-1.json"]["best_val_acc"] is None  # failed: no number
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])

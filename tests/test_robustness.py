@@ -184,8 +184,8 @@ def test_debug_flag_makes_a_failing_job_stop_its_sweep(tmp_path, cache_dir):
     assert "Traceback" in result.stderr and "ConfigError: optimizer.lr=-1" in result.stderr
     assert "the sweep goes on" not in result.stderr
     jobs = [p.name for p in sweep.iterdir() if p.is_dir()]
-    assert jobs == ["0-adam-s0"]  # the second job never started
-    assert not (sweep / "0-adam-s0" / "metrics.json").exists()
+    assert jobs == ["0-adam-constant-s0"]  # the second job never started
+    assert not (sweep / "0-adam-constant-s0" / "metrics.json").exists()
 
 
 def test_run_records_code_data_and_package_versions(tmp_path, cache_dir):

@@ -44,6 +44,8 @@ def test_folder_with_three_of_four_files_does_not_count(tmp_path):
     folder = write_mnist_folder(tmp_path / "m", n_train=10, n_test=5)
     (folder / (FILES["test_labels"] + ".gz")).unlink()
     with pytest.raises(DataError, match=f"not found.*Looked in: {folder}"):
+        IdxSource("m", CLASSES, search_dirs=[str(folder)], download=False).files()
+    with pytest.raises(DataError, match=f"data.root={folder} lacks {FILES['test_labels']}: "):
         IdxSource("m", CLASSES, root=str(folder), download=False).files()
 
 
@@ -51,8 +53,7 @@ def test_nothing_found_names_every_place_and_the_fix(tmp_path):
     source = IdxSource(
         "fashion_mnist",
         CLASSES,
-        root=str(tmp_path / "a"),
-        search_dirs=[str(tmp_path / "b")],
+        search_dirs=[str(tmp_path / "a"), str(tmp_path / "b")],
         download=False,
     )
     with pytest.raises(DataError) as info:
@@ -61,6 +62,7 @@ def test_nothing_found_names_every_place_and_the_fix(tmp_path):
     assert (
         str(tmp_path / "a") in message and str(tmp_path / "b") in message and "data.root" in message
     )
+    assert "train-images-idx3-ubyte, " in message and "each gzipped (.gz) or not" in message
 
 
 @pytest.fixture
@@ -103,7 +105,7 @@ def test_download_with_wrong_checksum_fails_and_keeps_nothing(tmp_path, http_fol
     source = IdxSource("m", CLASSES, base_url=url, md5=md5, download_dir=str(tmp_path / "dl"))
     with pytest.raises(DataError, match=r"Download from .* failed"):
         source.load()
-    assert not (tmp_path / "dl" / (FILES["train_images"] + ".gz")).exists()
+    assert not (tmp_path / "dl").exists()  # nothing kept, not even the empty folder
 
 
 def test_cache_is_written_once_and_loads_safely(tmp_path):

@@ -131,13 +131,20 @@ def test_studies_run_a_few_steps(tmp_path, cache_dir, tiny_mnist_dir, fashion_mn
     assert [read_metrics(j.parent)["status"] for j in jobs] == ["completed"] * len(studies)
 
 
+def one_job(args: list[str], tmp_path, cache_dir) -> dict:
+    """The metrics of a sweep (``-m``) of ``args`` that has one job (a study is a sweep)."""
+    sweep = [*args, *FEW_STEPS, "seed=0", f"hydra.sweep.dir={tmp_path}/sweep"]
+    result = run_train(["-m", *sweep], tmp_path / "unused", cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (job,) = (tmp_path / "sweep").glob("*/metrics.json")
+    return read_metrics(job.parent)
+
+
 def test_e1_study_runs_a_few_steps(tmp_path, cache_dir, stars_dir, vgg16_weights_file):
     """E1 on a small 17-class image folder, at 32×32, with a stand-in weights file."""
-    args = ["study=e1", "variant=e1_adam_staircase", f"data.root={stars_dir}", *FEW_STEPS]
+    args = ["study=e1", "variant=e1_adam_staircase", f"data.root={stars_dir}"]
     args += ["data.image_size=32", f"model.weights={vgg16_weights_file}"]
-    result = run_train(args, tmp_path / "run", cache_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = read_metrics(tmp_path / "run")
+    metrics = one_job(args, tmp_path, cache_dir)
     assert (metrics["status"], metrics["data"], metrics["model"]) == (
         "completed", "hollywood_stars", "vgg16_transfer"
     )  # fmt: skip
@@ -147,9 +154,7 @@ def test_e2_study_runs_a_few_steps(tmp_path, cache_dir, cifar_tarball):
     """E2 on a small real-format CIFAR-10 tarball."""
     md5 = hashlib.md5(cifar_tarball.read_bytes()).hexdigest()
     args = ["study=e2", "optimizer=adagrad", f"data.root={cifar_tarball}", f"data.md5={md5}"]
-    result = run_train([*args, *FEW_STEPS], tmp_path / "run", cache_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = read_metrics(tmp_path / "run")
+    metrics = one_job(args, tmp_path, cache_dir)
     assert (metrics["status"], metrics["data"], metrics["lr"]) == ("completed", "cifar10", 0.001)
 
 

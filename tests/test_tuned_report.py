@@ -158,6 +158,19 @@ def test_summary_json_carries_both_rankings_with_their_intervals(report):
     assert one_shot["setting"] == "lr=0.001"  # the tuned setting, shown next to it
 
 
+def test_dvc_metrics_are_one_small_file_per_task_and_configuration(report):
+    files = {p.name: json.loads(p.read_text()) for p in (report / "metrics").iterdir()}
+    assert sorted(files) == sorted(f"{t}_{o}-constant.json" for t in TASKS for o in PEAK)
+    for task, finals in FINAL.items():
+        order = sorted(finals, key=lambda o: -np.mean(finals[o]))  # best mean first
+        for optimizer, tests in finals.items():
+            assert files[f"{task}_{optimizer}-constant.json"] == {
+                "seeds": 3,
+                "test_acc": pytest.approx(np.mean(tests)),
+                "rank": order.index(optimizer) + 1,
+            }
+
+
 def test_ranking_table_shows_tuned_and_one_shot_side_by_side(report):
     text = (report / "report.md").read_text().split("## Ranking per task")[1]
     header = text.splitlines()[2]

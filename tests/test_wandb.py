@@ -73,6 +73,11 @@ def test_without_api_key_the_run_is_offline_with_one_line_on_how_to_sync(single_
     assert line.endswith(f"W&B: offline (no API key); sync later with: wandb sync {offline_dir}")
 
 
+def test_wandb_warns_about_nothing_lightning_passes_it(single_run):
+    _, result, _ = single_run
+    assert "anonymous" not in result.stdout + result.stderr  # quiet.drop_removed_wandb_arguments
+
+
 def test_run_is_grouped_by_study_named_and_tagged_by_its_choices(single_run):
     run = single_run[2].run
     assert (run["project"], run["run_group"], run["job_type"]) == ("optstudy", "my_study", "train")

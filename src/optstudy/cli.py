@@ -6,17 +6,22 @@ Imports neither torch nor Lightning, so that commands fail fast on bad input.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from omegaconf import DictConfig, open_dict
 
-from optstudy import resolvers
+from optstudy import quiet, resolvers
 from optstudy.errors import ConfigError, find_user_error
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
 
 # The project folder (holding conf/train.yaml): set once here, read by conf/paths/default.yaml.
 ROOT_ENV = "OPTSTUDY_ROOT"
@@ -47,14 +52,89 @@ def config_dir() -> Path:
     return conf
 
 
-def compose_job(overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose ``conf/train.yaml`` with ``overrides`` as ``python train.py`` does, Hydra's own
-    node (``hydra.*``: launcher, sweeper, choices) included, as a launcher sees a job."""
-    from hydra import compose as hydra_compose
+def _choice_values(override: Override) -> list[str]:
+    """The options an override of a config group picks (every value of a sweep)."""
+    from hydra.core.override_parser.types import ValueType
+
+    if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+        return []  # a glob picks among the existing options
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    value = override.value()
+    values = value if isinstance(value, list) else [value]
+    return [str(v) for v in values if v is not None]  # null deselects an optional group
+
+
+def check_choices(overrides: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` for the first override of a config group (any value of a
+    sweep) that is not one of the group's options, naming them; call it where Hydra is
+    initialized, before it composes anything or creates a folder."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = GlobalHydra.instance().config_loader()
+    sources = loader.get_sources()
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        group = override.key_or_group
+        if override.is_delete() or not any(source.is_group(group) for source in sources):
+            continue
+        options = loader.get_group_options(group)
+        values = _choice_values(override)
+        for value in values:
+            if value not in options:
+                close = difflib.get_close_matches(value, options, n=1)
+                hint = f" (did you mean {group}={close[0]}?)" if close else ""
+                where = f" (in {override.input_line})" if len(values) > 1 else ""
+                raise ConfigError(
+                    f"{group}={value}{where} is not an option of {group}: choose one of "
+                    f"{', '.join(options)}{hint}"
+                )
+
+
+@contextmanager
+def _hydra_initialized() -> Iterator[None]:
+    """Hydra initialized with the project's ``conf/`` (and the project's resolvers)."""
     from hydra import initialize_config_dir
 
     resolvers.register()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        yield
+
+
+def check_sweeps(overrides: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` for the first override that sweeps (``key=a,b``), for a
+    command line without ``-m``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.is_sweep_override():
+            raise ConfigError(
+                f"{override.input_line} sweeps over several values: add -m to run them all "
+                "(python train.py -m ...), or give one value"
+            )
+
+
+def check_command_line(argv: Sequence[str]) -> None:
+    """Check a ``train.py`` command line before Hydra runs it: its config-group choices (see
+    :func:`check_choices`) and, without ``-m``, that it sweeps nothing. A mistake is one
+    ``error:`` line, and no run or sweep folder is created."""
+    from hydra._internal.utils import get_args_parser
+
+    known, rest = get_args_parser().parse_known_args(list(argv))
+    overrides = [*known.overrides, *(a for a in rest if not a.startswith("-"))]
+    with _hydra_initialized():
+        check_choices(overrides)
+    if not known.multirun:
+        check_sweeps(overrides)
+
+
+def compose_job(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``conf/train.yaml`` with ``overrides`` as ``python train.py`` does, Hydra's own
+    node (``hydra.*``: launcher, sweeper, choices) included, as a launcher sees a job."""
+    from hydra import compose as hydra_compose
+
+    with _hydra_initialized():
+        check_choices(overrides)
         return hydra_compose(CONFIG_NAME, overrides=list(overrides), return_hydra_config=True)
 
 
@@ -118,6 +198,7 @@ def command(action: Callable[[], object]) -> int:
     """Run a command line tool's ``action`` with the project's log format and error handling;
     return its exit code (0, or 2 after an expected error)."""
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s")
+    quiet.install()
     try:
         guarded(action)
     except SystemExit as exit_:

@@ -33,7 +33,12 @@ class RunDirInUse(OptstudyError):
 
 
 class RunInterrupted(Exception):
-    """The run was stopped by SIGTERM after saving a checkpoint it can resume from."""
+    """The run was stopped by SIGTERM or Ctrl-C after saving a checkpoint it can resume from;
+    the process exits with ``exit_code`` (128 + the signal's number, as a shell reports it)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -46,6 +46,17 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
+def share(text: str) -> float:
+    """An argparse type: a number in (0, 1] (an accuracy, or a share of one)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:  # also false for nan
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]: write 85% as 0.85")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line of the report."""
     parser = OneLineParser(prog="python -m optstudy.report", description=__doc__)
@@ -56,9 +67,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="metric the automatic reading compares (default: test_acc)",
     )  # fmt: skip
     target = parser.add_mutually_exclusive_group()
-    target.add_argument("--target", type=float, help="time-to-target validation accuracy")
     target.add_argument(
-        "--target-fraction", type=float, default=0.95,
+        "--target", type=share, help="time-to-target validation accuracy, in (0, 1]"
+    )
+    target.add_argument(
+        "--target-fraction", type=share, default=0.95,
         help="without --target: this share of each task's best mean best_val_acc (default 0.95)",
     )  # fmt: skip
     parser.add_argument(

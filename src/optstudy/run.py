@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import signal
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ from optstudy.artifacts import (
 from optstudy.atomic import atomic_write_json, leftover_temp_files
 from optstudy.callbacks import EpochRecorder, ResumableRun, resume_from
 from optstudy.checkpoint_io import AtomicCheckpointIO
+from optstudy.console import outcome
 from optstudy.data import TensorDataModule, build_datamodule
 from optstudy.distributed.processes import (
     check_processes,
@@ -222,7 +224,7 @@ def prepare_run_dir(cfg: DictConfig, out_dir: Path, source: Any, checkpoints: li
 
 
 def fit(run: Fittable) -> None:
-    """Train (resuming where an earlier attempt stopped); SIGTERM ends it as
+    """Train (resuming where an earlier attempt stopped); SIGTERM or Ctrl-C ends it as
     :class:`RunInterrupted` after the interrupt checkpoint is saved."""
     try:
         with warnings.catch_warnings():
@@ -234,10 +236,17 @@ def fit(run: Fittable) -> None:
                 run.module, datamodule=run.datamodule, ckpt_path=run.resume, weights_only=True
             )
     except SIGTERMException as exc:
-        raise RunInterrupted(
-            f"SIGTERM at step {run.trainer.global_step}; checkpoint saved in {run.out_dir}, "
-            "run the same command to resume"
-        ) from exc
+        raise _interrupted(run, "SIGTERM", 128 + signal.SIGTERM) from exc
+    except SystemExit as exc:  # Lightning's answer to Ctrl-C, once the checkpoint is saved
+        if not run.trainer.interrupted:
+            raise
+        raise _interrupted(run, "Ctrl-C", 128 + signal.SIGINT) from exc
+
+
+def _interrupted(run: Run, what: str, exit_code: int) -> RunInterrupted:
+    saved = next((p for p in run.checkpoints if p.exists()), None)
+    where = f"checkpoint saved: {saved}" if saved else "no checkpoint saved"
+    return RunInterrupted(f"{what} at step {run.trainer.global_step}; {where}", exit_code)
 
 
 def test(run: Run) -> dict[str, float]:
@@ -315,5 +324,5 @@ def train(
         metrics = summarize(run, test(run), choices).to_json()
         if run.writes:
             atomic_write_json(run.out_dir / METRICS_FILE, metrics)
-    log.info("run finished: %s", metrics)
+    log.info(outcome(metrics))
     return metrics

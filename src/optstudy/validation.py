@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
+import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -61,6 +64,16 @@ RUN_RULES: dict[str, Rule] = {
     "module.channels_last": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
     "module.compile": (lambda v: isinstance(v, bool), "true or false"),
 }
+# trainer.accelerator values that train on a CUDA GPU only (auto falls back to the CPU).
+GPU_ONLY = ("gpu", "cuda")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check(key: str, value: Any, rule: Rule) -> None:
@@ -69,8 +82,32 @@ def _check(key: str, value: Any, rule: Rule) -> None:
         valid = ok(value)  # a rule without a None case fails on None (False or TypeError)
     except TypeError:
         valid = False
-    if not valid:
-        raise ConfigError(f"{key}={value} is invalid: must be {allowed}")
+    if valid:
+        return
+    if isinstance(value, str) and _is_number(value):  # quoted on the command line: '"0.01"'
+        raise ConfigError(
+            f'{key}="{value}" is invalid: a string, must be a number {allowed} '
+            f"(write {key}={value}, without quotes)"
+        )
+    raise ConfigError(f"{key}={value} is invalid: must be {allowed}")
+
+
+def _check_trainer(trainer: DictConfig) -> None:
+    """The trainer's arguments must be arguments of its class, and a GPU must exist when the
+    trainer asks for one."""
+    target = get_class(trainer._target_)
+    params = inspect.signature(target).parameters
+    for key in trainer:
+        if str(key).startswith("_") or key in params:
+            continue
+        close = difflib.get_close_matches(str(key), list(params), n=1)
+        hint = f"did you mean trainer.{close[0]}?" if close else "see its documentation"
+        raise ConfigError(f"trainer.{key} is not an argument of {target.__name__}: {hint}")
+    if trainer.get("accelerator") in GPU_ONLY and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={trainer.accelerator} needs a CUDA GPU, and torch sees none: "
+            "use trainer=cpu, or trainer=auto (the GPU when there is one)"
+        )
 
 
 def _check_numbers(section: str, cfg: Any, factory: Any) -> None:
@@ -150,10 +187,21 @@ def _first_line(exc: Exception) -> str:
     return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
 
 
+def _check_rules(cfg: DictConfig, prefix: str = "") -> None:
+    for key, rule in RUN_RULES.items():
+        if key.startswith(prefix):
+            _check(key, OmegaConf.select(cfg, key), rule)
+
+
+def validate_data(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` naming the first invalid ``data.*`` value of a config."""
+    _check_rules(cfg, "data.")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming the first invalid value of a run config."""
-    for key, rule in RUN_RULES.items():
-        _check(key, OmegaConf.select(cfg, key), rule)
+    _check_rules(cfg)
+    _check_trainer(cfg.trainer)
     _check_missing(cfg, "optimizer._target_")
     cls = optimizer_class(cfg.optimizer)
     _check_missing(cfg)

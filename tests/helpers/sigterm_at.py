@@ -1,5 +1,6 @@
-"""Test callbacks that interrupt a run from inside: the real SIGTERM, or a crash, at a chosen
-training step, optionally only in the run of one seed (one member of a group) or one sweep job."""
+"""Test callbacks that interrupt a run from inside: the real SIGTERM or SIGINT, or a crash, at a
+chosen training step, optionally only in the run of one seed (one member of a group) or one
+sweep job."""
 
 import os
 import signal
@@ -35,6 +36,14 @@ class SigtermAt(pl.Callback):
     def interrupt(self) -> None:
         """What happens at the step: SIGTERM."""
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+class SigintAt(SigtermAt):
+    """Send SIGINT (what Ctrl-C sends) to this process at global step ``step``."""
+
+    def interrupt(self) -> None:
+        """What happens at the step: SIGINT."""
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 class FailAt(SigtermAt):

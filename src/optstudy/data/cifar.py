@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from optstudy.data.cifar_batches import FOLDER, MEMBERS, parse_members, read_members
+from optstudy.data.download import download
 from optstudy.data.fingerprint import file_digest, files_fingerprint
 from optstudy.data.splits import ImageSplits
 from optstudy.errors import DataError
@@ -19,9 +20,10 @@ ARCHIVE = "cifar-10-python.tar.gz"
 class CifarSource:
     """CIFAR-10 in its official python format.
 
-    Looked for in ``root``, then each of ``search_dirs``: a folder counts if it holds the
-    tarball (``cifar-10-python.tar.gz``), the extracted ``cifar-10-batches-py/`` folder, or is
-    that folder; ``root`` may also be the tarball itself. Otherwise the tarball is downloaded
+    Looked for in ``root`` when it is given (``data.root``: it must hold it), else in each of
+    ``search_dirs``: a folder counts if it holds the tarball (``cifar-10-python.tar.gz``), the
+    extracted ``cifar-10-batches-py/`` folder, or is that folder; ``root`` may also be the
+    tarball itself. Otherwise the tarball is downloaded
     from ``url`` into ``download_dir``. Nothing is unpickled before the tarball's md5 matches
     ``md5`` (an extracted folder: each file's md5 matches ``extracted_md5``); ``md5=None`` skips
     every check, with a warning.
@@ -39,7 +41,8 @@ class CifarSource:
         download: bool = True,
     ) -> None:
         self.name = name
-        self.candidates = [Path(p) for p in ([root] if root else []) + list(search_dirs)]
+        self.root = Path(root) if root else None
+        self.candidates = [Path(p) for p in search_dirs]
         self.url = url
         self.md5 = md5
         self.extracted_md5 = dict(extracted_md5 or {})
@@ -72,11 +75,20 @@ class CifarSource:
         return parse_members(read_members(location), location)
 
     def _locate(self) -> Path | None:
-        for folder in self.candidates:
+        for folder in [self.root] if self.root else self.candidates:
             for candidate in (folder, folder / ARCHIVE, folder / FOLDER):
                 if candidate.is_file() or _is_extracted(candidate):
                     log.info("%s: using %s", self.name, candidate)
                     return candidate
+        if self.root is not None:
+            wanted = f"{ARCHIVE}, a folder holding it, or its extracted {FOLDER}/ folder"
+            problem = f"does not exist (it must be {wanted})"
+            if self.root.exists():
+                problem = f"is not {wanted}"
+            raise DataError(
+                f"data.root={self.root} {problem}; fix data.root, or drop it to use the "
+                "default places"
+            )
         return None
 
     def _verified(self, location: Path) -> Path:
@@ -100,18 +112,8 @@ class CifarSource:
         hint = f"{self.name} not found: no {ARCHIVE} or extracted {FOLDER}/ folder in: {looked}."
         if not (self.download and self.url and self.download_dir):
             raise DataError(hint + " Set data.root to the folder that holds it.")
-        import pooch
-
         try:
-            return Path(
-                pooch.retrieve(
-                    url=self.url,
-                    known_hash=f"md5:{self.md5}" if self.md5 else None,
-                    fname=ARCHIVE,
-                    path=self.download_dir,
-                    downloader=pooch.HTTPDownloader(timeout=60, progressbar=False),
-                )
-            )
+            return download(self.url, self.md5, self.download_dir, ARCHIVE, timeout=60)
         except Exception as exc:  # network and hash errors come in many types; all end the same
             raise DataError(
                 f"{hint} Download from {self.url} failed ({type(exc).__name__}: "

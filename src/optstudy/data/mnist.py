@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from optstudy.data.download import download
 from optstudy.data.fingerprint import files_fingerprint
 from optstudy.data.idx import read_idx
 from optstudy.data.splits import ImageSplits
@@ -22,15 +23,17 @@ FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
+# The files as messages name them: gzipped or not, both are read.
+NAMES = ", ".join(FILES.values()) + ", each gzipped (.gz) or not"
 
 
 class IdxSource:
     """A data set stored as the four MNIST-style IDX files.
 
-    The files are looked for, in order, in ``root``, then each of ``search_dirs``; a folder
-    counts only if it holds all four (``.gz`` or uncompressed). If none does and ``md5`` is
-    given, the ``.gz`` files are downloaded from ``base_url`` into ``download_dir`` and checked
-    against those md5 sums.
+    The files are looked for in ``root`` when it is given (``data.root``: it must hold them),
+    else in each of ``search_dirs`` in turn; a folder counts only if it holds all four (``.gz``
+    or uncompressed). If none does and ``md5`` is given, the ``.gz`` files are downloaded from
+    ``base_url`` into ``download_dir`` and checked against those md5 sums.
     """
 
     def __init__(
@@ -46,7 +49,8 @@ class IdxSource:
     ) -> None:
         self.name = name
         self.classes = list(classes)
-        self.candidates = [Path(p) for p in ([root] if root else []) + list(search_dirs)]
+        self.root = Path(root) if root else None
+        self.candidates = [Path(p) for p in search_dirs]
         self.base_url = base_url
         self.md5 = dict(md5 or {})
         self.download_dir = Path(download_dir) if download_dir else None
@@ -92,6 +96,8 @@ class IdxSource:
         )
 
     def _locate(self) -> list[Path] | None:
+        if self.root is not None:
+            return self._in_root(self.root)
         for folder in self.candidates:
             found = [_existing(folder / stem) for stem in FILES.values()]
             if all(found):
@@ -99,26 +105,35 @@ class IdxSource:
                 return found  # type: ignore[return-value]
         return None
 
+    def _in_root(self, root: Path) -> list[Path]:
+        """The four files in ``root`` (data.root, given explicitly): all there, or an error."""
+        found = [_existing(root / stem) for stem in FILES.values()]
+        if all(found):
+            log.info("%s: using IDX files in %s", self.name, root)
+            return found  # type: ignore[return-value]
+        missing = [stem for stem, path in zip(FILES.values(), found, strict=True) if not path]
+        problem = "does not exist" if not root.is_dir() else f"lacks {', '.join(missing)}"
+        raise DataError(
+            f"data.root={root} {problem}: it must hold the four {self.name} IDX files "
+            f"({NAMES}); fix data.root, or drop it to use the default places"
+        )
+
     def _fetch(self) -> list[Path]:
         looked = ", ".join(str(p) for p in self.candidates) or "(no folders configured)"
         hint = (
-            f"{self.name} not found: no folder holds the four IDX files "
-            f"({', '.join(v + '.gz' for v in FILES.values())}). Looked in: {looked}."
+            f"{self.name} not found: no folder holds the four IDX files ({NAMES}). "
+            f"Looked in: {looked}."
         )
         if not (self.download and self.base_url and self.md5 and self.download_dir):
             raise DataError(hint + " Set data.root to a folder that holds them.")
-        import pooch
-
         try:
             return [
-                Path(
-                    pooch.retrieve(
-                        url=self.base_url.rstrip("/") + f"/{stem}.gz",
-                        known_hash=f"md5:{self.md5[stem + '.gz']}",
-                        fname=f"{stem}.gz",
-                        path=self.download_dir,
-                        downloader=pooch.HTTPDownloader(timeout=30, progressbar=False),
-                    )
+                download(
+                    self.base_url.rstrip("/") + f"/{stem}.gz",
+                    self.md5[stem + ".gz"],
+                    self.download_dir,
+                    f"{stem}.gz",
+                    timeout=30,
                 )
                 for stem in FILES.values()
             ]

@@ -11,10 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hydra.utils import instantiate
-
 from optstudy import cli
-from optstudy.data.cache import load_shared, prepare
+from optstudy.data import build_datamodule
+from optstudy.data.cache import cache_file, load_shared
+from optstudy.validation import validate_data
 
 
 def summary(path: Path) -> str:
@@ -30,11 +30,15 @@ def summary(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Prepare the data set of a composed config (the train.py overrides on the command line)."""
+    """Prepare the data set of a composed config (the train.py overrides on the command line)
+    and check it against that config, as a training run would."""
 
     def action() -> None:
         cfg, _ = cli.compose(sys.argv[1:] if argv is None else argv)
-        print(summary(prepare(instantiate(cfg.data.source), Path(cfg.data.cache_dir))))
+        validate_data(cfg)
+        datamodule = build_datamodule(cfg.data, cfg.seed)
+        datamodule.prepare_data()  # decodes into the cache, checks shape and classes
+        print(summary(cache_file(datamodule.source, datamodule.cache_dir)))
 
     return cli.command(action)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -19,6 +20,8 @@ from optstudy.module.layout import input_memory_format
 from optstudy.optim import build_optimizer, build_scheduler
 from optstudy.optim import schedule_free as sf
 from optstudy.optim.effective_step import estimated_step_size
+
+log = logging.getLogger(__name__)
 
 STAGES = ("train", "val", "test")
 
@@ -162,6 +165,8 @@ class ImageClassifier(pl.LightningModule):
         if diverges(value, self.initial_loss, self.divergence_factor):
             self.diverged = True
             self.trainer.should_stop = True
+            if self.trainer.is_global_zero:
+                log.warning(self._divergence(value))
             return loss if self.trainer.world_size > 1 else None
         # Only on the steps whose values reach the loggers (every trainer.log_every_n_steps), the
         # check Lightning's own LearningRateMonitor makes: self.log costs about as much as a
@@ -172,6 +177,19 @@ class ImageClassifier(pl.LightningModule):
             if estimate is not None:
                 self.log("step_size_estimate", estimate, on_step=True, on_epoch=False)
         return loss
+
+    def _divergence(self, loss: float) -> str:
+        """Why the run stops at this step, for the log."""
+        why = (
+            f"loss {loss:.4g} is not finite"
+            if not math.isfinite(loss)
+            else f"loss {loss:.4g} > module.divergence_factor {self.divergence_factor} × the "
+            f"first loss {self.initial_loss:.4g}"
+        )
+        return (
+            f"diverged at step {self.trainer.global_step} (epoch {self.current_epoch}): {why}; "
+            "training stops here and the run ends with status diverged"
+        )
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         """Drop the gradients of a diverged step: the optimizer then leaves every weight as is."""

@@ -1,5 +1,5 @@
-"""Write a study's report: CSV tables, summary.json, PNG plots, report.md and a
-self-contained report.html (tables and base64 plots inline).
+"""Write a study's report: CSV tables, summary.json, metrics/ (DVC's metrics), PNG plots,
+report.md and a self-contained report.html (tables and base64 plots inline).
 
 A tuned study (runs with a ``study.phase``) gets the answer first: per task the ranking of
 the tuned configurations next to the one-shot ranking at library defaults, the DeepOBS-style
@@ -11,6 +11,7 @@ the verdicts on the write-ups' claims (:mod:`optstudy.study.claims`) and the plo
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,15 +167,71 @@ def summary_metrics(summary: pd.DataFrame) -> dict[str, dict[str, float | None]]
     }
 
 
+# The folder of DVC metrics files: one small JSON file per task and configuration, so that
+# `dvc metrics show` prints one row each (summary.json, with every configuration, would be one
+# row as wide as configurations × columns).
+METRICS_DIR = "metrics"
+# A plain sweep's metrics file: its name for each of these summary.csv columns (means over the
+# configuration's seeds; short names keep the table narrow).
+PLAIN_FILE_COLUMNS = {
+    "seeds": "seeds",
+    "diverged": "diverged",
+    "best_val_acc_mean": "best_val_acc",
+    "test_acc_mean": "test_acc",
+}
+
+
+def metrics_file_name(task: str, config: str) -> str:
+    """A task's configuration's metrics file: ``<task>/<config>`` with whatever is not a letter,
+    digit, dot or dash as ``_``."""
+    return re.sub(r"[^\w.-]+", "_", f"{task}/{config}") + ".json"
+
+
+def plain_metrics_files(summary: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    """A plain sweep's metrics files: the :data:`PLAIN_FILE_COLUMNS` of each summary row."""
+    return {
+        metrics_file_name(row["task"], row["config"]): {
+            name: _number(row[column]) for column, name in PLAIN_FILE_COLUMNS.items()
+        }
+        for _, row in summary.iterrows()
+    }
+
+
+def tuned_metrics_files(
+    final: Mapping[str, Mapping[str, Mapping[str, Any]]], metric: str
+) -> dict[str, dict[str, Any]]:
+    """A tuned study's metrics files: from its final ranking (summary.json's ``final``), each
+    configuration's seeds, mean ``metric`` and rank on its task."""
+    return {
+        metrics_file_name(task, config): {
+            "seeds": numbers["seeds"],
+            metric: numbers["mean"],
+            "rank": numbers["rank"],
+        }
+        for task, configs in final.items()
+        for config, numbers in configs.items()
+    }
+
+
+def write_metrics_files(files: Mapping[str, Mapping[str, Any]], folder: Path) -> list[Path]:
+    """Write ``files`` (name → numbers) into ``folder``, replacing an earlier report's files."""
+    for old in folder.glob("*.json"):
+        old.unlink()
+    for name, numbers in files.items():
+        atomic_write_json(folder / name, numbers)
+    return [folder / name for name in files]
+
+
 @dataclass
 class Report:
-    """What a report writes: CSV tables, figures, the blocks of report.md/html and the data
-    of summary.json."""
+    """What a report writes: CSV tables, figures, the blocks of report.md/html, the data
+    of summary.json and the DVC metrics files (:data:`METRICS_DIR`)."""
 
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: dict[str, Figure] = field(default_factory=dict)
     blocks: list[Block] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    metrics_files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _plain(
@@ -186,6 +243,7 @@ def _plain(
         tables={"comparison": comparison},
         figures=make_figures(study, runs, summary, metric, cost),
         metrics=summary_metrics(summary),
+        metrics_files=plain_metrics_files(summary),
     )
     report.blocks = [
         ("h2", "Reading"),
@@ -294,6 +352,7 @@ def _tuned(study: Study, runs: pd.DataFrame, metric: str, cost: str) -> Report:
     report.blocks += [("p", s) for s in tuned.reading(ranked, one_shot, chosen, metric)]
     report.metrics["final"] = _phase_metrics(ranked, chosen, metric)
     report.metrics["defaults"] = _phase_metrics(one_shot, chosen, metric)
+    report.metrics_files = tuned_metrics_files(report.metrics["final"], metric)
     comparisons = [
         r.comparison.assign(phase=p)
         for p, r in (("final", ranked), ("defaults", one_shot))
@@ -372,6 +431,7 @@ def write_report(
         written.append(path)
     atomic_write_json(out_dir / "summary.json", report.metrics)
     written.append(out_dir / "summary.json")
+    written += write_metrics_files(report.metrics_files, out_dir / METRICS_DIR)
     images = [plots.save_png(f, out_dir / f"{stem}.png") for stem, f in report.figures.items()]
     written += images
     incomplete = runs[runs["status"] == "incomplete"]

@@ -12,6 +12,7 @@ from typing import Any
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from optstudy.quiet import drop_removed_wandb_arguments
 from optstudy.tracking.wandb_mode import choose_mode
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ def build_wandb_logger(
         settings = wandb.Settings(
             silent=True, init_timeout=init_timeout, finish_timeout=finish_timeout
         )
-        return _started(WandbLogger(mode=mode, id=run_id, settings=settings, **run_args), reason)
+        logger = WandbLogger(mode=mode, id=run_id, settings=settings, **run_args)
+        drop_removed_wandb_arguments(logger._wandb_init)
+        return _started(logger, reason)
 
     run_args: dict[str, Any] = {
         "save_dir": str(save_dir),

@@ -32,32 +32,18 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from processes import ROOT, train
+
 BATCH = 128
 WARMUP = 3
 CIFAR_SHAPED = ["data=synthetic", f"data.batch_size={BATCH}"]
-QUIET = ["callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
 # The digits runs of the equivalence check.
 EQUIVALENCE = ["data=digits", "model=lenet5", "optimizer=adam", "trainer.max_epochs=5"]
 ARMS = ("vmap", "sequential", "per_process")
-
-
-def train(args: list[str], cache: Path) -> float:
-    """Run ``python train.py args``; return its wall time in seconds."""
-    command = [sys.executable, str(ROOT / "train.py"), *args, *QUIET, f"paths.cache_dir={cache}"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f"train.py failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
-    return seconds
 
 
 def run_overrides(model: str, steps: int, device: str) -> list[str]:

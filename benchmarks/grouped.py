@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from processes import ROOT, train
+
 BUDGET = ["trainer.max_epochs=5", "trainer.limit_train_batches=100", "trainer=cpu"]
-QUIET = ["callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
 TINY = [
     "data=digits",
     "model=mlp",
@@ -33,18 +30,6 @@ TINY = [
     "trainer.limit_val_batches=1",
     "callbacks.diagnostics=null",
 ]
-
-
-def train(args: list[str], cache: Path) -> float:
-    """Run ``python train.py args``; return its wall time in seconds."""
-    command = [sys.executable, str(ROOT / "train.py"), *args, *QUIET, f"paths.cache_dir={cache}"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f"train.py failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
-    return seconds
 
 
 def one_process_per_run(runs: int, overrides: list[str], work: Path) -> float:

@@ -35,7 +35,6 @@ def main(cfg: DictConfig) -> float | None:
 
     def run() -> dict:
         validate(cfg)  # before the heavy training imports, so bad input fails fast
-        log.info("run directory: %s", out_dir)
         from optstudy.run import train
 
         return train(cfg, out_dir, hydra_cfg.runtime.choices, HydraConfig.instance().cfg)

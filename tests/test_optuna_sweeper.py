@@ -13,7 +13,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from optstudy.errors import ConfigError
-from optstudy.sweep import DIVERGED_OBJECTIVE
+from optstudy.sweep import DIVERGED_OBJECTIVE, OUTCOMES_DIR
 from optstudy.tuning import (
     RUN_DIR_ATTR,
     SAMPLERS,
@@ -299,4 +299,6 @@ def test_a_bad_search_space_is_one_error_line(tmp_path, cache_dir):
         "error: optimizer.search_space.lr={'low': 1.0, 'high': 0.1, 'log': True} is invalid: "
         "`low <= high` must hold, but got (low=1.0, high=0.1)."
     )
-    assert list((tmp_path / "sweep").iterdir()) == []  # the run-dir check made it; nothing more
+    # The run-dir check made it, the sweep check its (empty) outcomes folder; nothing more.
+    made = [p for p in (tmp_path / "sweep").iterdir() if p.name != OUTCOMES_DIR]
+    assert made == [] and not any((tmp_path / "sweep" / OUTCOMES_DIR).iterdir())

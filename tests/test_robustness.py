@@ -113,7 +113,7 @@ def test_a_refused_rerun_changes_nothing(tmp_path, cache_dir):
     assert snapshot(run_dir) == finished  # byte for byte, the job's log included
 
     fewer = run_train([*job, *TINY], run_dir, cache_dir)
-    assert fewer.returncode == 0  # the sweep goes on past its failed job
+    assert fewer.returncode == 1  # its one job failed: every job of the sweep (README)
     assert "has trained 2 epochs, more than trainer.max_epochs=1" in fewer.stderr
     log = "train.log"  # the sweep logs the failed job into the job's log
     assert {k: v for k, v in snapshot(run_dir).items() if k != log} == {
@@ -183,7 +183,7 @@ def test_debug_flag_makes_a_failing_job_stop_its_sweep(tmp_path, cache_dir):
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "ConfigError: optimizer.lr=-1" in result.stderr
     assert "the sweep goes on" not in result.stderr
-    jobs = [p.name for p in sweep.iterdir() if p.is_dir()]
+    jobs = [p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert jobs == ["0-adam-constant-s0"]  # the second job never started
     assert not (sweep / "0-adam-constant-s0" / "metrics.json").exists()
 

@@ -116,6 +116,7 @@ class Fittable(Protocol):
     datamodule: pl.LightningDataModule
     trainer: pl.Trainer
     resume: Path | None
+    checkpoints: list[Path]  # where an interrupted fit leaves its checkpoint, in that order
 
 
 def instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -199,6 +200,7 @@ def start(run: Run) -> None:
     """From here on the run directory changes: the job record (``.hydra/``) becomes this run's,
     leftovers of earlier attempts go, so does the old metrics.json (a run without it has not
     finished), the provenance is written and the loggers get the config."""
+    log.info("run directory: %s", run.out_dir)  # only now: a refused run's log stays as it was
     if run.writes:
         if run.job is not None:
             write_job_record(run.out_dir, run.cfg, run.job)
@@ -243,7 +245,7 @@ def fit(run: Fittable) -> None:
         raise _interrupted(run, "Ctrl-C", 128 + signal.SIGINT) from exc
 
 
-def _interrupted(run: Run, what: str, exit_code: int) -> RunInterrupted:
+def _interrupted(run: Fittable, what: str, exit_code: int) -> RunInterrupted:
     saved = next((p for p in run.checkpoints if p.exists()), None)
     where = f"checkpoint saved: {saved}" if saved else "no checkpoint saved"
     return RunInterrupted(f"{what} at step {run.trainer.global_step}; {where}", exit_code)

@@ -73,6 +73,11 @@ class FusedRun:
     trainer: pl.Trainer
     resume: Path | None
 
+    @property
+    def checkpoints(self) -> list[Path]:
+        """The group's checkpoints an interrupted fit leaves (the same command resumes)."""
+        return [self.out_dir / "interrupted.ckpt", self.out_dir / "last.ckpt"]
+
 
 def group_folder(base: Path, runs: Sequence[MemberRun]) -> Path:
     """The folder of the group of ``runs`` under ``base`` (a sweep's folder): one per set of

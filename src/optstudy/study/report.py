@@ -10,6 +10,7 @@ the verdicts on the write-ups' claims (:mod:`optstudy.study.claims`) and the plo
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -181,10 +182,19 @@ PLAIN_FILE_COLUMNS = {
 }
 
 
+# Longest metrics file name kept as it is; a longer one (a sweep's configuration label can run
+# to hundreds of characters, file systems stop at 255 bytes) is cut, with a hash of the whole.
+MAX_NAME = 120
+
+
 def metrics_file_name(task: str, config: str) -> str:
     """A task's configuration's metrics file: ``<task>/<config>`` with whatever is not a letter,
-    digit, dot or dash as ``_``."""
-    return re.sub(r"[^\w.-]+", "_", f"{task}/{config}") + ".json"
+    digit, dot or dash as ``_`` (cut to :data:`MAX_NAME` characters and a hash, if longer)."""
+    name = re.sub(r"[^\w.-]+", "_", f"{task}/{config}")
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha256(f"{task}/{config}".encode()).hexdigest()[:12]
+        name = f"{name[:MAX_NAME]}-{digest}"
+    return name + ".json"
 
 
 def plain_metrics_files(summary: pd.DataFrame) -> dict[str, dict[str, float | None]]:

@@ -131,11 +131,9 @@ def _member(
 
 
 def build(runs: Sequence[MemberRun], folder: Path) -> FusedRun:
-    """Check the run directories and any group checkpoint to resume, then build the data,
+    """Check the group folder and any group checkpoint to resume, then build the data,
     every member, the fused module and the group's trainer (nothing is written yet)."""
-    for run in runs:
-        check_writable(run.out_dir)
-    check_writable(folder)
+    check_writable(folder)  # the members' directories: claimed (and checked) by train_group
     identity = group_identity(runs)
     interrupt = InterruptCheckpoint(dirpath=folder, filename="interrupted")
     last = folder / "last.ckpt"

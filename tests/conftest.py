@@ -144,9 +144,10 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text(), parse_constant=_not_json)
 
 
-def without_time(metrics: dict) -> dict:
-    """metrics.json without its wall-clock time (what differs between equal runs)."""
-    return {k: v for k, v in metrics.items() if k != "train_time_s"}
+def comparable(metrics: dict) -> dict:
+    """metrics.json without what differs between equal runs: the wall-clock time, and the group
+    a run trained in (a grouped sweep's member equals the same run alone)."""
+    return {k: v for k, v in metrics.items() if k not in ("train_time_s", "group")}
 
 
 def read_history(run_dir: Path) -> list[dict]:

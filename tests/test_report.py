@@ -14,10 +14,11 @@ from conftest import ROOT, read_metrics, run_train
 from omegaconf import OmegaConf
 from PIL import Image
 from scipy import stats
+from study_runs import Run, write_run
 
 from optstudy.report import main as report_main
 from optstudy.study import plots
-from optstudy.study.aggregate import prepare_runs
+from optstudy.study.aggregate import prepare_runs, summarize
 from optstudy.study.collect import load_lr_steps, load_study
 
 PLOTS = {
@@ -171,6 +172,29 @@ def test_lrs_tried_counts_the_lrs_of_each_optimizer_setting(report):
         ("fashion_mnist", "adam", 0.001): 1,
         ("fashion_mnist", "sgd", 0.01): 1,
     }
+
+
+def test_lrs_tried_counts_distinct_lrs_not_runs_and_keeps_settings_apart(tmp_path):
+    """Synthetic runs where the number of lrs, of runs and of settings all differ: SGD at three
+    lrs (two seeds each at two of them, a diverged one at the third: 5 runs), SGD with
+    momentum 0.9 (another setting of the same optimizer) at one lr on 3 seeds, Adam at two lrs
+    (4 runs)."""
+    runs = [("sgd", 0.1, s, "completed") for s in (0, 1)]
+    runs += [("sgd", 0.01, s, "completed") for s in (0, 1)] + [("sgd", 10.0, 0, "diverged")]
+    runs += [("sgd", 0.1, s, "momentum") for s in (0, 1, 2)]
+    runs += [("adam", 1e-3, s, "completed") for s in (0, 1, 2)] + [("adam", 1e-2, 0, "completed")]
+    for job, (optimizer, lr, seed, status) in enumerate(runs):
+        momentum = {"momentum": 0.9 if status == "momentum" else 0.0} if optimizer == "sgd" else {}
+        run = Run(optimizer, lr, seed, [0.5, 0.6], 0.6, job=job, optimizer_args=momentum,
+                  status="completed" if status == "momentum" else status)  # fmt: skip
+        write_run(tmp_path, run)
+    summary = summarize(prepare_runs(load_study([tmp_path])))
+    tried = {row.config: row.lrs_tried for row in summary.itertuples()}
+    assert tried == {
+        "sgd lr=0.1 optimizer.momentum=0.0": 3, "sgd lr=0.01 optimizer.momentum=0.0": 3,
+        "sgd lr=10 optimizer.momentum=0.0": 3, "sgd lr=0.1 optimizer.momentum=0.9": 1,
+        "adam lr=0.001 optimizer.momentum=nan": 2, "adam lr=0.01 optimizer.momentum=nan": 2,
+    }  # fmt: skip
 
 
 def test_plots_are_non_empty_images(report):

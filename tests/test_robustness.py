@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, read_history, read_metrics, run_train, snapshot, without_time
+from conftest import ROOT, comparable, read_history, read_metrics, run_train, snapshot
 
 from optstudy.atomic import atomic_write_text
 from optstudy.provenance import git_state
@@ -48,7 +48,7 @@ def test_sigterm_then_resume_ends_like_an_uninterrupted_run(tmp_path, cache_dir)
 
     second = run_train([*RUN, *SIGTERM_AT_27], cut, cache_dir, env=WITH_HELPERS)
     assert second.returncode == 0, second.stderr[-2000:]
-    assert without_time(read_metrics(cut)) == without_time(read_metrics(full))
+    assert comparable(read_metrics(cut)) == comparable(read_metrics(full))
     assert read_history(cut) == read_history(full)
     diagnostics = (full / "diagnostics.csv").read_text()
     assert (cut / "diagnostics.csv").read_text() == diagnostics
@@ -81,7 +81,7 @@ def test_rerunning_a_finished_run_trains_nothing(tmp_path, cache_dir):
     assert {"last.ckpt", "best.ckpt", "history.csv", "diagnostics.csv"} == set(trained)
     again = run_train(args, run_dir, cache_dir)
     assert again.returncode == 0 and "resuming from" in again.stdout + again.stderr
-    assert without_time(read_metrics(run_dir)) == without_time(before)
+    assert comparable(read_metrics(run_dir)) == comparable(before)
     assert _trained_files(run_dir) == trained  # not one step trained again
     assert len(read_history(run_dir)) == 2
     # It evaluates the test split again (metrics.json is rewritten from it) and logs only that.

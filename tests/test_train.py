@@ -132,6 +132,10 @@ BAD_INPUTS = [
         2,
         "error: module.divergence_factor=0.5 is invalid: must be > 1 or null",
     ),
+]
+# Refused when the run builds its parts, after validation: the model for the data's shape, the
+# diagnostics callback.
+WHEN_BUILT = [
     (["model=lenet5", "model.padding=0"], 2, "error: the model cannot take 1×8×8 inputs"),
     (
         ["callbacks.diagnostics.interval=0"],
@@ -139,9 +143,30 @@ BAD_INPUTS = [
         "error: callbacks.diagnostics.interval=0 is invalid: must be an integer >= 1",
     ),
 ]
+# Through train.py as a user runs it: an unknown option, a value validation refuses, a
+# library's own check (an argument the scheduler does not take), and those refused when built.
+FROM_THE_COMMAND_LINE = [BAD_INPUTS[0], BAD_INPUTS[2], BAD_INPUTS[12], *WHEN_BUILT]
 
 
 @pytest.mark.parametrize(("overrides", "code", "message"), BAD_INPUTS, ids=lambda v: str(v))
+def test_bad_input_is_refused_with_one_line(capsys, overrides, code, message):
+    """What train.py runs before any training, in this process: its command-line checks,
+    Hydra's composition and the validation, behind the same error handling."""
+    from optstudy import cli
+    from optstudy.validation import validate
+
+    def refuse() -> None:
+        cli.check_command_line(overrides)
+        validate(cli.compose(overrides)[0])
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.guarded(refuse)
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == code
+    assert stderr.startswith(message) and len(stderr.strip().splitlines()) == 1, stderr
+
+
+@pytest.mark.parametrize(("overrides", "code", "message"), FROM_THE_COMMAND_LINE, ids=str)
 def test_bad_input_fails_before_training(tmp_path, cache_dir, overrides, code, message):
     run_dir = tmp_path / "run"
     data = [] if "model.padding=0" not in overrides else ["data=digits"]

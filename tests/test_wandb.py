@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from wandb_records import WandbRunFile, read_run_file, run_files
 
 from optstudy.artifacts import DIAGNOSTICS_COLUMNS as COLUMNS
-from optstudy.tracking import plain_config
+from optstudy.tracking.run_config import plain_config
 from optstudy.tracking.wandb_mode import choose_mode
 
 DIGITS = ["logger=wandb", "data=digits", "model=mlp", "trainer.log_every_n_steps=5"]

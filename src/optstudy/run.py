@@ -51,7 +51,7 @@ from optstudy.module import ImageClassifier
 from optstudy.optim import group_split, optimizer_factory
 from optstudy.provenance import provenance
 from optstudy.rundir import check_writable, owned, write_job_record
-from optstudy.tracking import log_config, plain_config
+from optstudy.tracking.run_config import log_config, plain_config
 
 log = logging.getLogger(__name__)
 

@@ -201,7 +201,6 @@ def validate_data(cfg: DictConfig) -> None:
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming the first invalid value of a run config."""
     _check_rules(cfg)
-    _check_trainer(cfg.trainer)
     _check_missing(cfg, "optimizer._target_")
     cls = optimizer_class(cfg.optimizer)
     _check_missing(cfg)
@@ -243,3 +242,4 @@ def validate(cfg: DictConfig) -> None:
             f"{cls.__name__} is schedule-free: it takes scheduler=constant only, not "
             f"{cfg.scheduler._target_} (its warm-up is optimizer.warmup_steps)"
         )
+    _check_trainer(cfg.trainer)  # last: importing Lightning's Trainer takes seconds

@@ -26,7 +26,6 @@ from optstudy.study.protocol import (
     restrict,
     tuning_jobs,
 )
-from optstudy.study.select import read_selected
 
 log = logging.getLogger(__name__)
 PHASES = ("tune", "final")
@@ -87,6 +86,10 @@ class StudySweeper(Sweeper):
             raise ConfigError("hydra/sweeper=study needs a study: add study=<name>")
         protocol = restrict(load_protocol(self.config.study), self.optimizers, self.schedulers)
         if self.phase == "final":
+            # Here, not at the top: Hydra imports every plugin for every command, and the
+            # selection module brings pandas.
+            from optstudy.study.select import read_selected
+
             return list(final_jobs(protocol, read_selected(Path(self.selected))))
         spaces = {name: self._search_space(arguments, name) for name in protocol.optimizers}
         return [*tuning_jobs(protocol, spaces), *defaults_jobs(protocol)]

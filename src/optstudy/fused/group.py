@@ -52,7 +52,7 @@ from optstudy.run import (
     run_metrics,
 )
 from optstudy.rundir import check_writable
-from optstudy.tracking import log_config
+from optstudy.tracking.run_config import log_config
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,4 @@
-"""A study: collect run directories, aggregate them over seeds, plot and report."""
+"""A study: collect run directories, aggregate them over seeds, plot and report.
 
-from optstudy.study.aggregate import summarize
-from optstudy.study.collect import Study, StudyError, find_run_dirs, load_study
-
-__all__ = ["Study", "StudyError", "find_run_dirs", "load_study", "summarize"]
+The submodules are imported where they are used: a training run imports only the light ones
+(protocol, select), not the statistics stack (pandas, scipy) the report needs."""

@@ -1,9 +1,6 @@
-"""Experiment tracking: the run config for every logger, and Weights & Biases runs.
+"""Experiment tracking: the run config for every logger (``run_config``), and Weights & Biases
+runs (``wandb_*``).
 
-Nothing here imports wandb at module level: it is imported only when ``logger=wandb`` is chosen
-or a report is sent to W&B, since importing it is slow.
+The package imports nothing itself: Hydra's job-end callback (``wandb_job_end``) is loaded by
+every command, which must not pay for Lightning's loggers or wandb before it needs them.
 """
-
-from optstudy.tracking.run_config import log_config, plain_config
-
-__all__ = ["log_config", "plain_config"]

@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         for model in args.models.split(","):
             overrides = run_overrides(model, args.steps, args.device)
-            fill = work / "fill-cache"  # decode the data once, before the clocks
+            fill = work / f"fill-cache-{model}"  # decode the data once, before the clocks
             train([*overrides, clock("per_process", fill), f"hydra.run.dir={fill}"], work)
             for members in map(int, args.members.split(",")):
                 for arm in ARMS:

@@ -78,14 +78,16 @@ def test_grouped_compares_one_process_per_run_with_a_grouped_sweep(tmp_path):
     assert len(report["rss_mb"]) == 3 and min(report["rss_mb"]) > 0
 
 
-@pytest.mark.slow  # ten train.py processes: minutes on 2 cores
+@pytest.mark.slow  # twenty train.py processes: minutes on 2 cores
 def test_fused_compares_vmap_sequential_and_one_process_per_run(tmp_path):
     out = tmp_path / "fused.json"
-    args = ["--models", "lenet5", "--members", "1,2", "--steps", "2", "--seeds", "2"]
+    # Two models: each fills its own data cache before its clocks.
+    args = ["--models", "lenet5,cnn_3c3d", "--members", "1,2", "--steps", "2", "--seeds", "2"]
     result = run_script("fused.py", *args, "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["device"] == "cpu" and report["steps"] == 2
+    assert set(report["speed"]) == {"lenet5", "cnn_3c3d"}
     speed = report["speed"]["lenet5"]
     assert set(speed) == {"1", "2"}
     for arms in speed.values():

@@ -118,18 +118,18 @@ def equivalence(count: int, work: Path) -> dict[str, object]:
     """Final validation accuracies of ``count`` seeds, fused and sequential, and Welch's t."""
     from scipy import stats
 
-    accuracies = {}
+    accuracies, modes = {}, {}
     for arm in ("vmap", "sequential"):
         folder = work / f"equivalence-{arm}"
         args = ["-m", "launcher=grouped", f"launcher.mode={arm}", *EQUIVALENCE, seeds(count)]
         train([*args, f"hydra.sweep.dir={folder}"], work)
-        accuracies[arm] = [
-            json.loads((run / "metrics.json").read_text())["final_val_acc"]
-            for run in run_dirs(folder)
-        ]
+        metrics = [json.loads((run / "metrics.json").read_text()) for run in run_dirs(folder)]
+        accuracies[arm] = [m["final_val_acc"] for m in metrics]
+        modes[arm] = sorted({m["group"]["mode"] for m in metrics})  # how each arm really trained
     test = stats.ttest_ind(accuracies["vmap"], accuracies["sequential"], equal_var=False)
     return {
         "overrides": EQUIVALENCE,
+        "modes": modes,
         "final_val_acc": accuracies,
         "mean": {arm: statistics.mean(a) for arm, a in accuracies.items()},
         "std": {arm: statistics.stdev(a) for arm, a in accuracies.items()},

@@ -97,6 +97,7 @@ def test_fused_compares_vmap_sequential_and_one_process_per_run(tmp_path):
         assert modes == {"vmap": ["vmap"], "sequential": ["sequential"], "per_process": ["alone"]}
         assert all(min(arm.values()) > 0 for arm in arms.values())
     same = report["equivalence"]
+    assert same["modes"] == {"vmap": ["vmap"], "sequential": ["sequential"]}
     assert [len(a) for a in same["final_val_acc"].values()] == [2, 2]
     assert 0 <= same["p_value"] <= 1
     assert "| lenet5 | 2 |" in result.stdout

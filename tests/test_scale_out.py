@@ -122,8 +122,10 @@ def test_submitit_runs_each_job_as_a_ddp_run_of_its_tasks(joblib_sweep, submitit
     assert [j.name for j in jobs] == ["0-sgd-constant-s0", "1-sgd-constant-s0"]
     for one_process, ddp_job in zip(sweep_jobs(joblib_sweep[0]), jobs, strict=True):
         assert_same_metrics(read_metrics(one_process), read_metrics(ddp_job))
-    logs = sorted((submitit_sweep / ".submitit").rglob("*_log.err"))
-    assert len(logs) == 4  # two jobs × two tasks, each <job id>_<task>_log.err
+    # Each task's console: <job id>_<task>_log.out, where the run's log lines go as on a
+    # terminal (Lightning's among them).
+    logs = sorted((submitit_sweep / ".submitit").rglob("*_log.out"))
+    assert len(logs) == 4  # two jobs × two tasks
     for log in logs:
         rank = int(log.name.split("_")[-2])
         assert f"GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in log.read_text(), log

@@ -74,7 +74,7 @@ def test_every_callback_set_to_null_still_gives_complete_metrics(tmp_path, cache
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def comparable(metrics: dict) -> dict:
+def without_time(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k != "train_time_s"}
 
 
@@ -130,4 +130,4 @@ def test_a_schedule_that_follows_the_epoch_count_still_resumes(tmp_path, cache_d
     cosine = [*DIGITS, "scheduler=cosine"]
     first = train_in_process(cosine, tmp_path / "run", cache_dir)
     again = train_in_process(cosine, tmp_path / "run", cache_dir)  # finished: trains nothing
-    assert comparable(again) == comparable(first)
+    assert without_time(again) == without_time(first)

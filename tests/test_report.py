@@ -179,14 +179,16 @@ def test_lrs_tried_counts_distinct_lrs_not_runs_and_keeps_settings_apart(tmp_pat
     lrs (two seeds each at two of them, a diverged one at the third: 5 runs), SGD with
     momentum 0.9 (another setting of the same optimizer) at one lr on 3 seeds, Adam at two lrs
     (4 runs)."""
-    runs = [("sgd", 0.1, s, "completed") for s in (0, 1)]
-    runs += [("sgd", 0.01, s, "completed") for s in (0, 1)] + [("sgd", 10.0, 0, "diverged")]
-    runs += [("sgd", 0.1, s, "momentum") for s in (0, 1, 2)]
-    runs += [("adam", 1e-3, s, "completed") for s in (0, 1, 2)] + [("adam", 1e-2, 0, "completed")]
-    for job, (optimizer, lr, seed, status) in enumerate(runs):
-        momentum = {"momentum": 0.9 if status == "momentum" else 0.0} if optimizer == "sgd" else {}
-        run = Run(optimizer, lr, seed, [0.5, 0.6], 0.6, job=job, optimizer_args=momentum,
-                  status="completed" if status == "momentum" else status)  # fmt: skip
+    sgd, momentum = {"momentum": 0.0}, {"momentum": 0.9}
+    runs = [("sgd", 0.1, s, "completed", sgd) for s in (0, 1)]
+    runs += [("sgd", 0.01, s, "completed", sgd) for s in (0, 1)]
+    runs += [("sgd", 10.0, 0, "diverged", sgd)]
+    runs += [("sgd", 0.1, s, "completed", momentum) for s in (0, 1, 2)]
+    runs += [("adam", 1e-3, s, "completed", {}) for s in (0, 1, 2)]
+    runs += [("adam", 1e-2, 0, "completed", {})]
+    for job, (optimizer, lr, seed, status, arguments) in enumerate(runs):
+        run = Run(optimizer, lr, seed, [0.5, 0.6], 0.6, status=status, optimizer_args=arguments,
+                  job=job)  # fmt: skip
         write_run(tmp_path, run)
     summary = summarize(prepare_runs(load_study([tmp_path])))
     tried = {row.config: row.lrs_tried for row in summary.itertuples()}

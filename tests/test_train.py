@@ -7,6 +7,9 @@ import pytest
 import torch
 from conftest import read_metrics, run_train
 
+from optstudy import cli
+from optstudy.validation import validate
+
 FAST = ["trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
 
 
@@ -152,8 +155,6 @@ FROM_THE_COMMAND_LINE = [BAD_INPUTS[0], BAD_INPUTS[2], BAD_INPUTS[12], *WHEN_BUI
 def test_bad_input_is_refused_with_one_line(capsys, overrides, code, message):
     """What train.py runs before any training, in this process: its command-line checks,
     Hydra's composition and the validation, behind the same error handling."""
-    from optstudy import cli
-    from optstudy.validation import validate
 
     def refuse() -> None:
         cli.check_command_line(overrides)

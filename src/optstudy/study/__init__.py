@@ -1,4 +1,4 @@
 """A study: collect run directories, aggregate them over seeds, plot and report.
 
-The submodules are imported where they are used: a training run imports only the light ones
-(protocol, select), not the statistics stack (pandas, scipy) the report needs."""
+The submodules are imported where they are used: a training run imports only the light one
+(protocol), not the statistics stack (pandas, scipy) the report and the selection need."""

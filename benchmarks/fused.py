@@ -37,6 +37,7 @@ import tempfile
 from pathlib import Path
 
 from processes import ROOT, train
+from report_file import write_report
 
 BATCH = 128
 WARMUP = 3
@@ -193,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "speed": rows,
         "equivalence": same,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(out, report)
     print(table(rows))
     if same:
         print(

@@ -13,13 +13,13 @@ cached beforehand. memory: one grouped sweep of ``--members`` tiny members (2 st
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 from processes import ROOT, train
+from report_file import write_report
 
 BUDGET = ["trainer.max_epochs=5", "trainer.limit_train_batches=100", "trainer=cpu"]
 TINY = [
@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory_members": args.members,
         "rss_mb": [round(r / 2**20, 1) for r in rss],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(f"{args.runs} runs, {args.repeats} repeats (median wall seconds):")
     print(f"  one process per run: {medians['one_process_per_run']:.1f} s")
     print(f"  grouped:             {medians['grouped']:.1f} s  ({report['speedup']:.2f}× faster)")

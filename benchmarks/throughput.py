@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-from timing import sync  # benchmarks/, the script's folder, is on sys.path
+from report_file import write_report  # benchmarks/, the script's folder, is on sys.path
+from timing import sync
 
 from optstudy import cli
 from optstudy.data import build_datamodule
@@ -268,8 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "cases": results,
     }
     out = args.out or ROOT / "benchmarks" / "results" / f"throughput-{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(out, report)
     print(table(results))
     print(f"written: {out}")
     return 0

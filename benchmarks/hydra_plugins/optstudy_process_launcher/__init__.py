@@ -1,0 +1,1 @@
+"""The benchmarks' one-process-per-run launcher (see process_launcher)."""

@@ -4,11 +4,12 @@ asserted here)."""
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, comparable, read_metrics
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
@@ -76,6 +77,48 @@ def test_grouped_compares_one_process_per_run_with_a_grouped_sweep(tmp_path):
     expected = medians["one_process_per_run"] / medians["grouped"]
     assert report["speedup"] == pytest.approx(expected, rel=1e-3)
     assert len(report["rss_mb"]) == 3 and min(report["rss_mb"]) > 0
+
+
+def test_the_process_launcher_trains_each_run_of_a_sweep_in_its_own_process(tmp_path):
+    """study_repro.py's per-process arm: each job its own train.py (a sweep of that one job),
+    in the run directory the sweep gives it, trained as the grouped sweep trains it."""
+    tiny = ["data=digits", "model=mlp", "trainer.max_epochs=1", "trainer.limit_val_batches=1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "benchmarks")}
+    runs, logs = {}, {}
+    for launcher in ("hydra/launcher=processes", "launcher=grouped"):
+        sweep = tmp_path / launcher.split("=")[1]
+        command = [sys.executable, "train.py", "-m", *tiny, "seed=0,1", launcher]
+        result = subprocess.run(
+            [*command, f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path / 'cache'}"],
+            capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        logs[launcher] = result.stdout + result.stderr
+        runs[launcher] = {
+            p.parent.name: read_metrics(p.parent) for p in sweep.glob("*/metrics.json")
+        }
+    alone, grouped = runs.values()
+    assert sorted(alone) == ["0-adam-constant-s0", "1-adam-constant-s1"] == sorted(grouped)
+    # Each process of the first sweep ran Hydra's basic launcher on its one job.
+    assert [log.count("Launching 1 jobs locally") for log in logs.values()] == [2, 0]
+    assert all(m["group"] is None for m in alone.values())  # each trained by a plain process
+    assert all(m["group"]["mode"] == "sequential" for m in grouped.values())
+    assert {k: comparable(m) for k, m in alone.items()} == {
+        k: comparable(m) for k, m in grouped.items()
+    }
+
+
+@pytest.mark.slow  # the smoke study's pipeline twice, 36 runs as 36 processes: over 10 minutes
+def test_study_repro_times_both_arms_of_the_same_study(tmp_path):
+    out = tmp_path / "study.json"
+    result = run_script("study_repro.py", "--study", "smoke", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["study"] == "smoke" and report["same_ranking"] is True
+    assert report["run_directories"] == {"one_process_per_run": 36, "grouped": 36}
+    seconds = report["seconds"]
+    expected = seconds["one_process_per_run"] / seconds["grouped"]
+    assert report["speedup"] == pytest.approx(expected, rel=1e-3)
 
 
 @pytest.mark.slow  # twenty train.py processes: minutes on 2 cores

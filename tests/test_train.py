@@ -135,6 +135,20 @@ BAD_INPUTS = [
         2,
         "error: module.divergence_factor=0.5 is invalid: must be > 1 or null",
     ),
+    # A misspelled key, named with the closest key before any folder is made; in a sweep, on
+    # its first job.
+    (
+        ["trainer.max_epohs=3"],
+        2,
+        "error: trainer.max_epohs=3: trainer.max_epohs is not a key of the config (did you "
+        "mean trainer.max_epochs?); to add a new key, write +trainer.max_epohs=3",
+    ),
+    (
+        ["-m", "seed=0,1", "optimizer.lrr=0.1,0.01"],
+        2,
+        "error: optimizer.lrr=0.1: optimizer.lrr is not a key of the config (did you mean "
+        "optimizer.lr?)",
+    ),
 ]
 # Refused when the run builds its parts, after validation: the model for the data's shape, the
 # diagnostics callback.
@@ -147,8 +161,9 @@ WHEN_BUILT = [
     ),
 ]
 # Through train.py as a user runs it: an unknown option, a value validation refuses, a
-# library's own check (an argument the scheduler does not take), and those refused when built.
-FROM_THE_COMMAND_LINE = [BAD_INPUTS[0], BAD_INPUTS[2], BAD_INPUTS[12], *WHEN_BUILT]
+# library's own check (an argument the scheduler does not take), a misspelled key in a sweep,
+# and those refused when built.
+FROM_THE_COMMAND_LINE = [BAD_INPUTS[0], BAD_INPUTS[2], BAD_INPUTS[12], BAD_INPUTS[-1], *WHEN_BUILT]
 
 
 @pytest.mark.parametrize(("overrides", "code", "message"), BAD_INPUTS, ids=lambda v: str(v))
@@ -171,7 +186,8 @@ def test_bad_input_is_refused_with_one_line(capsys, overrides, code, message):
 def test_bad_input_fails_before_training(tmp_path, cache_dir, overrides, code, message):
     run_dir = tmp_path / "run"
     data = [] if "model.padding=0" not in overrides else ["data=digits"]
-    result = run_train([*overrides, *data], run_dir, cache_dir)
+    sweep = [f"hydra.sweep.dir={run_dir}"] if "-m" in overrides else []
+    result = run_train([*overrides, *data, *sweep], run_dir, cache_dir)
     assert result.returncode == code
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -179,6 +195,8 @@ def test_bad_input_fails_before_training(tmp_path, cache_dir, overrides, code, m
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (run_dir / "metrics.json").exists()
     assert not (run_dir / "checkpoints").exists()
+    if sweep:
+        assert not run_dir.exists()  # refused before the sweep made its folder
 
 
 def test_missing_data_is_one_clear_error(tmp_path, cache_dir):

@@ -114,11 +114,28 @@ def check_sweeps(overrides: Sequence[str]) -> None:
             )
 
 
+def first_job(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` with each sweep replaced by its first value, to compose one job of it; a
+    sweep that cannot be listed (a glob of options, an interval for a search) is left out."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+
+    job = []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if not override.is_sweep_override():
+            job.append(override.input_line)
+        elif override.is_discrete_sweep() and override.value_type != ValueType.GLOB_CHOICE_SWEEP:
+            job.append(f"{override.get_key_element()}={next(override.sweep_string_iterator())}")
+    return job
+
+
 def check_command_line(argv: Sequence[str]) -> None:
     """Check a ``train.py`` command line before Hydra runs it: its config-group choices (see
-    :func:`check_choices`) and, without ``-m``, that it sweeps nothing. A mistake is one
-    ``error:`` line, and no run or sweep folder is created."""
+    :func:`check_choices`), without ``-m`` that it sweeps nothing, and that it composes (no
+    misspelled key; for a sweep, its first job). A mistake is one ``error:`` line, and no run
+    or sweep folder is created."""
     from hydra._internal.utils import get_args_parser
+    from hydra.errors import ConfigCompositionException
 
     known, rest = get_args_parser().parse_known_args(list(argv))
     overrides = [*known.overrides, *(a for a in rest if not a.startswith("-"))]
@@ -126,6 +143,38 @@ def check_command_line(argv: Sequence[str]) -> None:
         check_choices(overrides)
     if not known.multirun:
         check_sweeps(overrides)
+    job = first_job(overrides)
+    try:
+        compose_job(job)
+    except ConfigCompositionException as exc:
+        unknown = _unknown_key(job, str(exc))
+        if unknown is None:
+            raise
+        raise unknown from exc
+
+
+def _unknown_key(overrides: list[str], message: str) -> ConfigError | None:
+    """For Hydra's refusal (``message``) of an override whose key the config lacks, a
+    :class:`ConfigError` naming the closest existing key; None for any other refusal."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    bad = next(
+        (o for o in parsed if message.startswith(f"Could not override '{o.key_or_group}'")), None
+    )
+    if bad is None:
+        return None
+    parent, _, name = bad.key_or_group.rpartition(".")
+    cfg = compose_job([o.input_line for o in parsed if o is not bad])
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    keys = [str(k) for k in node] if isinstance(node, DictConfig) else []
+    close = difflib.get_close_matches(name, keys, n=1)
+    hint = f" (did you mean {'.'.join(filter(None, (parent, close[0])))}?)" if close else ""
+    return ConfigError(
+        f"{bad.input_line}: {bad.key_or_group} is not a key of the config{hint}; to add a new "
+        f"key, write +{bad.input_line}"
+    )
 
 
 def compose_job(overrides: Sequence[str] = ()) -> DictConfig:

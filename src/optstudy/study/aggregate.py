@@ -121,7 +121,11 @@ def time_to_target(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
 
 def _label(row: pd.Series, columns: list[str]) -> str:
     parts = [str(row["optimizer"])]
-    parts += [f"{c}={row[c]:g}" if c == "lr" else f"{c}={row[c]}" for c in columns]
+    for c in columns:
+        value = row[c]
+        if isinstance(value, float) and math.isnan(value):
+            continue  # a key this run has no value for, e.g. another optimizer's argument
+        parts.append(f"{c}={value:g}" if c == "lr" else f"{c}={value}")
     return " ".join(parts)
 
 

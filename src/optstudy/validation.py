@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -167,14 +168,23 @@ def _check_reserved(cfg: DictConfig, cls: type) -> None:
         )
 
 
+@contextmanager
+def _reported_as(part: str) -> Iterator[None]:
+    """A library's exception inside the block as a :class:`ConfigError` naming ``part``."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{part}: {_first_line(exc)}") from exc
+
+
 def _check_step(optimizer: Any, cls: type) -> None:
     """One step with a closure: Lightning computes the loss in the closure it passes to
     ``step``, so a step must call it (as every torch.optim optimizer does)."""
     called = []
-    try:
+    with _reported_as("optimizer"):
         optimizer.step(lambda: called.append(True))
-    except Exception as exc:
-        raise ConfigError(f"optimizer: {_first_line(exc)}") from exc
     if not called:
         raise ConfigError(
             f"optimizer: {cls.__name__}.step(closure) never calls its closure; call it first, "
@@ -211,32 +221,20 @@ def validate(cfg: DictConfig) -> None:
             _check(f"optimizer.{name}", arguments[name], rule)
     # Dry-build and step the optimizer and scheduler on a dummy model: catches unknown
     # arguments, wrong types and the libraries' own checks before any data is touched.
-    try:
+    with _reported_as("optimizer"):
         _check_numbers("optimizer", arguments, partial(cls))
         optimizer = optimizer_from_config(cfg.optimizer, DUMMY_MODEL, True)
         if schedule_free.has_modes(optimizer):
             optimizer.train()
-    except ConfigError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"optimizer: {_first_line(exc)}") from exc
-    try:
+    with _reported_as("scheduler"):
         schedule_arguments = {k: v for k, v in cfg.scheduler.items() if k != LIGHTNING_KEY}
         _check_numbers("scheduler", schedule_arguments, scheduler_factory(cfg.scheduler))
         scheduler = build_scheduler(
             cfg.scheduler, optimizer, {"step": 100, "epoch": cfg.trainer.max_epochs}
         )
-    except ConfigError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"scheduler: {_first_line(exc)}") from exc
     _check_step(optimizer, cls)
-    try:
+    with _reported_as("scheduler"):
         scheduler["scheduler"].step(*([1.0] if "monitor" in scheduler else []))
-    except ConfigError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"scheduler: {_first_line(exc)}") from exc
     if schedule_free.has_modes(optimizer) and not schedule_free.is_constant(scheduler["scheduler"]):
         raise ConfigError(
             f"{cls.__name__} is schedule-free: it takes scheduler=constant only, not "

@@ -17,33 +17,17 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.plugins.launcher import Launcher
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+
+from hydra_plugins.optstudy_grouped_launcher.grouped_launcher import GroupedLauncher
 
 
-class ProcessPerRunLauncher(Launcher):
-    """Run each job of a sweep as a separate ``train.py`` process."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.config: DictConfig | None = None
-        self.hydra_context: HydraContext | None = None
-
-    def setup(
-        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
-    ) -> None:
-        """Keep the sweep's config and the loader that composes each job's."""
-        self.config = config
-        self.hydra_context = hydra_context
+class ProcessPerRunLauncher(GroupedLauncher):
+    """Run each job of a sweep as a separate ``train.py`` process (the grouping launcher's
+    setup and job configs, none of its grouping)."""
 
     def _run_dir(self, overrides: Sequence[str], number: int) -> Path:
         """The directory the sweep gives job ``number`` (``hydra.sweep.dir``/``subdir``)."""
-        assert self.hydra_context is not None and self.config is not None
-        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        with open_dict(config):
-            config.hydra.job.id = number
-            config.hydra.job.num = number
+        config = self._job_config(overrides, number)
         HydraConfig.instance().set_config(config)
         return Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
 

@@ -12,11 +12,12 @@ import pytest
 from conftest import ROOT, comparable, read_metrics
 
 
-def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+def run_script(name: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     script = ROOT / "benchmarks" / name
     return subprocess.run(
-        [sys.executable, str(script), *args], capture_output=True, text=True, cwd=ROOT, timeout=600
-    )
+        [sys.executable, str(script), *args], capture_output=True, text=True, cwd=ROOT,
+        timeout=timeout,
+    )  # fmt: skip
 
 
 @pytest.mark.slow  # 3 arms × 2 repeats × 205 LeNet-5 steps: over 10 minutes on 2 busy cores
@@ -111,7 +112,7 @@ def test_the_process_launcher_trains_each_run_of_a_sweep_in_its_own_process(tmp_
 @pytest.mark.slow  # the smoke study's pipeline twice, 36 runs as 36 processes: over 10 minutes
 def test_study_repro_times_both_arms_of_the_same_study(tmp_path):
     out = tmp_path / "study.json"
-    result = run_script("study_repro.py", "--study", "smoke", "--out", str(out))
+    result = run_script("study_repro.py", "--study", "smoke", "--out", str(out), timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["study"] == "smoke" and report["same_ranking"] is True

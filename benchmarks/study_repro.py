@@ -49,8 +49,8 @@ def _run(command: list[str], cwd: Path, env: dict[str, str]) -> float:
     return seconds
 
 
-def project(dest: Path, study: str, per_process: bool, env: dict[str, str]) -> Path:
-    """A clone of the project at ``dest`` with its pipeline on ``study`` and data/ filled; with
+def project(dest: Path, study: str, per_process: bool, env: dict[str, str]) -> None:
+    """Clone the project into ``dest``, its pipeline on ``study`` and data/ filled; with
     ``per_process``, its tune and final stages launch one process per run."""
     _run(["git", "clone", "-q", str(ROOT), str(dest)], ROOT, env)
     pipeline = dest / "dvc.yaml"
@@ -61,7 +61,6 @@ def project(dest: Path, study: str, per_process: bool, env: dict[str, str]) -> P
         (dest / "conf/launcher/processes.yaml").write_text(PROCESS_LAUNCHER)
     pipeline.write_text(text)
     _run([sys.executable, "-m", "optstudy.data.fetch", "data=fashion_mnist"], dest, env)
-    return dest
 
 
 def run_dirs(results: Path) -> int:
